@@ -1,0 +1,1 @@
+"""The animation network and its components (one definition for teacher, student, render and eval)."""
