@@ -22,7 +22,18 @@ app = typer.Typer(
 )
 
 # Each module defines ``register(app)``; order is the order of ``animlcm --help``.
-COMMAND_MODULES = ("synth", "extract", "inspect", "teacher", "distill", "render", "evaluate", "export")
+COMMAND_MODULES = (
+    "synth",
+    "extract",
+    "inspect",
+    "smpl",
+    "teacher",
+    "train_teacher",
+    "distill",
+    "render",
+    "evaluate",
+    "export",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"animlcm.cli.{_name}").register(app)
