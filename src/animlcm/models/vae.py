@@ -58,15 +58,29 @@ def load_vae(spec: str | Path | None, preset: str = "tiny"):
     if path.exists():
         sub = path / "vae" if (path / "vae" / "config.json").exists() else path
         if not (sub / "config.json").exists():
-            raise AnimlcmError(f"{spec}: not a diffusers VAE folder (no config.json); pass the folder holding it")
+            raise AnimlcmError(
+                f"{spec}: not a diffusers VAE folder (no config.json); pass the folder holding it"
+            )
         return AutoencoderKL.from_pretrained(sub).eval()
-    try:
-        return AutoencoderKL.from_pretrained(str(spec), subfolder=None).eval()
-    except Exception as exc:  # hub errors come in many types; the user needs one line
-        raise AnimlcmError(
-            f"{spec}: no such local folder and the hub id could not be loaded "
-            f"({type(exc).__name__}); download it with `huggingface-cli download {spec}` and pass the folder"
-        ) from None
+    from animlcm.models.hub import hub_reachable, looks_like_hub_id
+
+    if not looks_like_hub_id(str(spec)):
+        raise AnimlcmError(f"{spec}: no such VAE folder; pass a diffusers AutoencoderKL folder (or a hub id)")
+    # the local HF cache first; the hub only when it answers (offline, hub loaders retry for minutes)
+    for local_only in (True, False):
+        if not local_only and not hub_reachable():
+            break
+        for sub in ("vae", None):
+            try:
+                return AutoencoderKL.from_pretrained(
+                    str(spec), subfolder=sub, local_files_only=local_only
+                ).eval()
+            except Exception:  # hub errors come in many types; the user needs one line
+                continue
+    raise AnimlcmError(
+        f"{spec}: no such local folder, not in the local Hugging Face cache, and the hub id could not be loaded "
+        f"(offline?); download it with `huggingface-cli download {spec}` and pass the folder"
+    )
 
 
 def vae_id(vae) -> str:
@@ -78,7 +92,9 @@ def vae_id(vae) -> str:
     return h.hexdigest()[:16]
 
 
-def frames_to_tensor(frames: np.ndarray, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+def frames_to_tensor(
+    frames: np.ndarray, device: torch.device | str = "cpu", dtype=torch.float32
+) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     return (x.permute(0, 3, 1, 2).to(dtype) / 127.5) - 1.0

@@ -37,7 +37,7 @@ def train_tiny_vae(
     stats: dict[str, float] = {}
     with Progress(disable=not progress) as bar:
         task = bar.add_task("training tiny VAE", total=steps)
-        for step in range(steps):
+        for _ in range(steps):
             idx = torch.randint(len(data), (batch_size,), generator=gen)
             x = data[idx]
             # random crops: the VAE is convolutional, and 64 px crops cost a quarter of full frames
