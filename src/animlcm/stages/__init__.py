@@ -1,0 +1,1 @@
+"""The pipeline stages: extract -> distill -> render, and evaluate; each exposes ``run(cfg)``."""
