@@ -1,4 +1,4 @@
-"""`animlcm smpl`: prepare SMPL model files for `extract --smpl-model DIR` (flags only; work in stages/extract/smpl)."""
+"""`animlcm smpl`: SMPL model files for `extract --smpl-model DIR` (flags only; the work is in stages)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
 
 @smpl_app.command("convert")
 def convert(
-    src: Annotated[Path, typer.Argument(help="Official SMPL pickle (SMPL_NEUTRAL.pkl, basicModel_*.pkl, ...).")],
-    out: Annotated[Path, typer.Option("--out", help="Model folder to write (DIR/smpl/SMPL_<GENDER>.npz/.pkl).")],
+    src: Annotated[Path, typer.Argument(help="Official SMPL pickle (SMPL_NEUTRAL.pkl, basicModel_*.pkl).")],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write (DIR/smpl/SMPL_<GENDER>.npz).")],
     gender: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
         typer.Option("--gender", help="neutral|male|female (default: from the file name)."),

@@ -1,0 +1,3 @@
+from animlcm.cli import main
+
+main()
