@@ -87,9 +87,8 @@ def apply_overrides(cfg: T, values: dict[str, Any], source: str) -> T:
             continue
         key = key.replace("-", "_")
         if key not in names:
-            raise AnimlcmError(
-                f"{source}: unknown setting '{key}' for {type(cfg).__name__}; valid: {', '.join(sorted(names))}"
-            )
+            valid = ", ".join(sorted(names))
+            raise AnimlcmError(f"{source}: unknown setting '{key}' for {type(cfg).__name__}; valid: {valid}")
         changes[key] = _coerce(value, hints[key], f"{source}: '{key}'")
     return dataclasses.replace(cfg, **changes)
 

@@ -27,10 +27,17 @@ def train_tiny_vae(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    init: Path | None = None,
 ) -> dict[str, float]:
     """Fit the tiny VAE to uint8 frames (N, H, W, 3) (square, >= crop); save it as a diffusers folder."""
     gen = torch.Generator().manual_seed(seed)
-    vae = build_tiny_vae(seed).to(device).train()
+    if init is None:
+        vae = build_tiny_vae(seed)
+    else:  # continue a earlier fit (a restart of the cosine schedule)
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(init)
+    vae = vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     data = frames_to_tensor(frames)  # kept on CPU: the whole synthetic set is a few hundred MB at most

@@ -1,0 +1,119 @@
+"""`make models`: rebuild the built-in tiny VAE, teacher and 4-step student from nothing, with the
+project's own commands (synth -> train VAE -> teacher init -> extract -> train-teacher -> distill).
+
+Each step is skipped when its output already exists in ``--work``, so a killed build resumes.
+The results are copied to ``--out`` (``src/animlcm/assets/tiny`` by default): ``vae/``, ``teacher/``,
+``student/`` and ``build.json`` (the commands, step counts and wall times that made them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def animlcm(*args: str) -> None:
+    cmd = [sys.executable, "-m", "animlcm", *args]
+    print("$ animlcm " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def read_frames(videos: Path) -> np.ndarray:
+    frames = []
+    for path in sorted(videos.glob("*.mp4")):
+        with av.open(str(path)) as container:
+            frames += [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return np.stack(frames)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("src/animlcm/assets/tiny"))
+    parser.add_argument("--work", type=Path, default=Path("runs/build_models"))
+    parser.add_argument("--identities", type=int, default=12)
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--vae-steps", type=int, default=4000)
+    parser.add_argument("--teacher-steps", type=int, default=3000, help="spatial teacher steps")
+    parser.add_argument("--teacher-temporal-steps", type=int, default=400)
+    parser.add_argument("--student-steps", type=int, default=600, help="spatial distillation steps")
+    parser.add_argument("--student-temporal-steps", type=int, default=200)
+    parser.add_argument("--method", default="dancelcm")
+    args = parser.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    log: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}, "steps": {}}
+
+    def step(name: str, done: Path, fn) -> None:
+        if done.exists():
+            print(f"= {name}: {done} exists, skipped", flush=True)
+            return
+        t0 = time.time()
+        fn()
+        log["steps"][name] = {"seconds": round(time.time() - t0, 1)}  # type: ignore[index]
+
+    videos, vae_dir, cache = work / "videos", work / "vae", work / "cache"
+    teacher0, teacher_s, teacher_t = (
+        work / "teacher_init",
+        work / "teacher_spatial",
+        work / "teacher_temporal",
+    )
+    student_s, student_t = work / f"{args.method}_spatial", work / f"{args.method}_temporal"
+
+    step("synth", videos / "synth.json", lambda: animlcm(
+        "synth", "--out", str(videos), "--identities", str(args.identities), "--clips", str(args.clips),
+        "--frames", str(args.frames), "--size", "128", "--seed", "0"))  # fmt: skip
+
+    def train_vae() -> None:
+        from animlcm.synth.train_vae import train_tiny_vae
+
+        stats = train_tiny_vae(read_frames(videos), vae_dir, steps=args.vae_steps)
+        log["vae"] = stats
+        print(f"tiny VAE: reconstruction PSNR {stats['psnr']:.2f} dB on training frames", flush=True)
+
+    step("train VAE", vae_dir / "config.json", train_vae)
+    step("teacher init", teacher0 / "animlcm.json", lambda: animlcm(
+        "teacher", "init", "--preset", "tiny", "--vae", str(vae_dir), "--out", str(teacher0)))  # fmt: skip
+    step("extract", cache / "manifest.json", lambda: animlcm(
+        "extract", str(videos), "--out", str(cache), "--preset", "tiny", "--pose", "groundtruth",
+        "--teacher", str(teacher0)))  # fmt: skip
+    step("train teacher (spatial)", teacher_s / "teacher" / "animlcm.json", lambda: animlcm(
+        "train-teacher", "--cache", str(cache), "--init", str(teacher0), "--out", str(teacher_s),
+        "--stage", "spatial", "--max-steps", str(args.teacher_steps)))  # fmt: skip
+    step("train teacher (temporal)", teacher_t / "teacher" / "animlcm.json", lambda: animlcm(
+        "train-teacher", "--cache", str(cache), "--init", str(teacher_s / "teacher"), "--out", str(teacher_t),
+        "--stage", "temporal", "--max-steps", str(args.teacher_temporal_steps)))  # fmt: skip
+    teacher = teacher_t / "teacher"
+    step("distill (spatial)", student_s / "student", lambda: animlcm(
+        "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
+        "--stage", "spatial", "--out", str(student_s), "--max-steps", str(args.student_steps)))  # fmt: skip
+    step("distill (temporal)", student_t / "student", lambda: animlcm(
+        "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
+        "--stage", "temporal", "--init", str(student_s), "--out", str(student_t),
+        "--max-steps", str(args.student_temporal_steps)))  # fmt: skip
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for src, name in ((vae_dir, "vae"), (teacher, "teacher"), (student_t / "student", "student")):
+        tmp = out / f"{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(out / name, ignore_errors=True)
+        tmp.rename(out / name)
+    (out / "build.json").write_text(json.dumps(log, indent=2))
+    print(f"built-in models written to {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
