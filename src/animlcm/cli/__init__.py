@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "inspect",
     "smpl",
     "teacher",
+    "teacher_import",
     "train_teacher",
     "distill",
     "render",

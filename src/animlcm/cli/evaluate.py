@@ -1,7 +1,67 @@
-"""`animlcm evaluate`: not implemented yet (placeholder so the CLI imports)."""
+"""`animlcm eval`: quality and speed of a student on cached videos (flags only; work in stages/evaluate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from animlcm.cli.common import ConfigOpt, PresetOpt
+
+OptPath = Optional[Path]  # noqa: UP045 - typer needs Optional on 3.10
+OptInt = Optional[int]  # noqa: UP045
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("eval")
+    def evaluate(
+        model: Annotated[
+            OptPath, typer.Option("--model", help="Student run folder (or a teacher folder).")
+        ] = None,
+        cache: Annotated[
+            OptPath, typer.Option("--cache", help="Cache folder of test videos (animlcm extract).")
+        ] = None,
+        out: Annotated[
+            Path, typer.Option("--out", help="Folder for metrics.json, metrics.md, quality.png.")
+        ] = Path("eval"),
+        sweep: Annotated[
+            bool, typer.Option("--sweep", help="Student at 1,2,4,8 steps; teacher at 4,25,50.")
+        ] = False,
+        teacher: Annotated[
+            OptPath, typer.Option("--teacher", help="Teacher folder (default: the run's).")
+        ] = None,
+        steps: Annotated[OptInt, typer.Option("--steps", help="Student steps without --sweep.")] = None,
+        cfg_scale: Annotated[Optional[float], typer.Option("--cfg", help="Teacher CFG scale.")] = None,  # noqa: UP045
+        lpips_weights: Annotated[
+            OptPath, typer.Option("--lpips-weights", help="LPIPS-AlexNet safetensors: adds an LPIPS column.")
+        ] = None,
+        max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
+        max_frames: Annotated[OptInt, typer.Option("--max-frames")] = None,
+        seed: Annotated[OptInt, typer.Option("--seed")] = None,
+        window: Annotated[OptInt, typer.Option("--window")] = None,
+        overlap: Annotated[OptInt, typer.Option("--overlap")] = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,  # noqa: UP045
+        dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16")] = None,  # noqa: UP045
+        preset: PresetOpt = "tiny",
+        config: ConfigOpt = None,
+    ) -> None:
+        """Render each cached video from its first frame and poses; L1/PSNR/SSIM vs the real frames; speed."""
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        from animlcm.config import resolve_config
+        from animlcm.stages.evaluate import EvalConfig, run
+
+        overrides = dict(
+            model=model, cache=cache, out=out, sweep=sweep or None, teacher=teacher, steps=steps,
+            cfg=cfg_scale, lpips_weights=lpips_weights, max_videos=max_videos, max_frames=max_frames,
+            seed=seed, window=window, overlap=overlap, device=device, dtype=dtype,
+        )  # fmt: skip
+        result = run(resolve_config(EvalConfig, preset, config, overrides))
+        console = Console()
+        console.print(Markdown(result.table.read_text()))
+        console.print(
+            f"[green]wrote[/] {result.metrics_json}, {result.table}, {result.plot} "
+            f"({len(result.videos)} videos)"
+        )

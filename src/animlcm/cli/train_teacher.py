@@ -1,7 +1,83 @@
-"""`animlcm train_teacher`: not implemented yet (placeholder so the CLI imports)."""
+"""`animlcm train-teacher`: ordinary diffusion training of a teacher on a cache (flags only; the work is in
+stages/distill/teacher_training.py, on the same loop as `animlcm distill`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from animlcm.cli.common import ConfigOpt, PresetOpt
+
+OptFloat = Optional[float]  # noqa: UP045
+OptInt = Optional[int]  # noqa: UP045
+OptStr = Optional[str]  # noqa: UP045
+OptBool = Optional[bool]  # noqa: UP045
+OptPath = Optional[Path]  # noqa: UP045
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("train-teacher")
+    def train_teacher(
+        cache: Annotated[
+            OptPath, typer.Option("--cache", help="Cache folder from `animlcm extract`.")
+        ] = None,
+        out: Annotated[
+            OptPath, typer.Option("--out", help="Run folder; the teacher lands in OUT/teacher.")
+        ] = None,
+        init: Annotated[OptPath, typer.Option("--init", help="Start from this teacher folder.")] = None,
+        stage: Annotated[
+            OptStr, typer.Option("--stage", help="spatial (frames) | temporal (motion modules).")
+        ] = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
+        ] = False,
+        max_steps: Annotated[OptInt, typer.Option("--max-steps", help="Optimizer steps in total.")] = None,
+        checkpoint_every: Annotated[
+            OptInt, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
+        ] = None,
+        batch_size: Annotated[
+            OptInt, typer.Option("--batch-size", help="Samples per process and micro-step.")
+        ] = None,
+        grad_accum: Annotated[
+            OptInt, typer.Option("--grad-accum", help="Gradient accumulation steps.")
+        ] = None,
+        frames: Annotated[OptInt, typer.Option("--frames", help="Frames per clip (temporal stage).")] = None,
+        lr: Annotated[OptFloat, typer.Option("--lr", help="Learning rate.")] = None,
+        seed: Annotated[OptInt, typer.Option("--seed", help="Seed of weights, data and noise.")] = None,
+        cond_drop: Annotated[
+            OptFloat, typer.Option("--cond-drop", help="P(drop the reference) for CFG.")
+        ] = None,
+        schedule: Annotated[
+            OptStr, typer.Option("--schedule", help="Fresh teachers: zero_snr_v | sd15.")
+        ] = None,
+        mixed_precision: Annotated[
+            OptStr, typer.Option("--mixed-precision", help="no | fp16 | bf16.")
+        ] = None,
+        gradient_checkpointing: Annotated[
+            OptBool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Save memory.")
+        ] = None,
+        num_workers: Annotated[OptInt, typer.Option("--num-workers", help="DataLoader workers.")] = None,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
+        ] = True,
+        preset: PresetOpt = "tiny",
+        config: ConfigOpt = None,
+    ) -> None:
+        """Train a teacher (v-prediction, zero-SNR, reference dropped ~10% of steps) with the distill loop."""
+        from animlcm.cli.distill import loop_summary
+        from animlcm.config import resolve_config
+        from animlcm.stages.distill.teacher_training import TeacherTrainConfig, run
+
+        overrides = dict(
+            cache=cache, out=out, init=init, stage=stage, resume=resume or None, max_steps=max_steps,
+            checkpoint_every=checkpoint_every, batch_size=batch_size, grad_accum=grad_accum,
+            num_frames=frames,
+            lr=lr, seed=seed, cond_drop=cond_drop, schedule=schedule, mixed_precision=mixed_precision,
+            gradient_checkpointing=gradient_checkpointing, num_workers=num_workers,
+            progress=None if progress else False,
+        )  # fmt: skip
+        cfg = resolve_config(TeacherTrainConfig, preset, config, overrides)
+        result = run(cfg)
+        loop_summary(f"train-teacher / {cfg.stage}", result, {"run": str(result.out)})

@@ -78,7 +78,8 @@ def load_vae(spec: str | Path | None, preset: str = "tiny"):
             except Exception:  # hub errors come in many types; the user needs one line
                 continue
     raise AnimlcmError(
-        f"{spec}: no such local folder, not in the local Hugging Face cache, and the hub id could not be loaded "
+        f"{spec}: no such local folder, not in the local Hugging Face cache, and the hub id could not be "
+        f"loaded "
         f"(offline?); download it with `huggingface-cli download {spec}` and pass the folder"
     )
 

@@ -1,0 +1,279 @@
+"""Model folders: what ``teacher init`` / ``teacher import`` / ``train-teacher`` / ``distill`` write and every
+later stage loads with one call.
+
+    DIR/animlcm.json          {"format": 1, "kind": "teacher"|"student", "network": NetworkConfig,
+                               "schedule": NoiseSchedule dict, "meta": {...}}
+    DIR/model.safetensors     the full state dict                  (full weights), or
+    DIR/lora/                 pytorch_lora_weights.safetensors     (LoRA student: base = meta["base_teacher"])
+    DIR/extra.safetensors     the LoRA student's own non-UNet parts (pose guider, face projector, aux head)
+    DIR/vae/                  a diffusers AutoencoderKL folder
+
+Writes go to ``DIR.tmp``, renamed at the end; loads are strict (every key, right shapes, nothing extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from animlcm.diffusion.schedule import NoiseSchedule
+from animlcm.errors import AnimlcmError
+from animlcm.models.network import AnimationNetwork, NetworkConfig
+
+META_FILE = "animlcm.json"
+WEIGHTS_FILE = "model.safetensors"
+EXTRA_FILE = "extra.safetensors"
+LORA_DIR = "lora"
+VAE_DIR = "vae"
+KINDS = ("teacher", "student")
+FORMAT = 1
+LORA_EXTRA_PARTS = ("pose_guider.", "face_projector.", "aux_head.")
+ModelFolderKind = Literal["teacher", "student"]
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model folder."""
+
+    net: AnimationNetwork
+    vae: Any  # diffusers AutoencoderKL
+    schedule: NoiseSchedule
+    kind: str  # "teacher" | "student"
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def read_folder_meta(directory: str | Path) -> dict:
+    """``animlcm.json`` of a model folder; one clear line when DIR is not a model folder."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.exists():
+        what = "does not exist" if not directory.exists() else f"has no {META_FILE}"
+        raise AnimlcmError(
+            f"{directory}: not a teacher or student folder ({what}); make one with `animlcm teacher init` "
+            "or `animlcm distill`"
+        )
+    try:
+        data = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AnimlcmError(f"{meta_path}: not valid JSON ({exc.msg}); re-create the folder") from None
+    if data.get("kind") not in KINDS or "network" not in data:
+        raise AnimlcmError(
+            f"{meta_path}: kind must be one of {KINDS} with a network config; re-create the folder"
+        )
+    return data
+
+
+def folder_kind(directory: str | Path) -> ModelFolderKind:
+    """``"teacher"`` or ``"student"`` (AnimlcmError when DIR is neither)."""
+    return read_folder_meta(directory)["kind"]
+
+
+def is_lora_folder(directory: str | Path) -> bool:
+    return (Path(directory) / LORA_DIR).is_dir()
+
+
+def _atomic_dir(directory: Path) -> Path:
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit_dir(tmp: Path, directory: Path) -> None:
+    # safetensors writes 0600 files; a model folder is meant to be shared like any other output
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+    if directory.exists():
+        # replace an older folder: move it aside first so that a crash never leaves neither
+        old = directory.with_name(directory.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, directory)
+
+
+def _state_dict_for_saving(net: torch.nn.Module, keep=None) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().contiguous().cpu()
+        for k, v in net.state_dict().items()
+        if "lora_" not in k and (keep is None or keep(k))
+    }
+
+
+def save_model_folder(
+    net: AnimationNetwork,
+    vae,
+    directory: str | Path,
+    kind: str = "teacher",
+    schedule: NoiseSchedule | dict | None = None,
+    meta: dict | None = None,
+    *,
+    lora: bool = False,
+) -> Path:
+    """Write a model folder (atomically). ``lora=True``: the LoRA adapter + the student's own small parts;
+    ``meta["base_teacher"]`` must then name the teacher folder the adapter applies to."""
+    from safetensors.torch import save_file
+
+    from animlcm.models.lora import has_lora, save_lora
+
+    if kind not in KINDS:
+        raise AnimlcmError(f"model folder kind '{kind}': use one of {KINDS}")
+    meta = dict(meta or {})
+    directory = Path(directory)
+    if schedule is None:
+        schedule = net.config.schedule
+    schedule_d = schedule.to_dict() if isinstance(schedule, NoiseSchedule) else dict(schedule)
+    NoiseSchedule.from_dict(schedule_d)  # validate before writing anything
+    if lora:
+        if not has_lora(net):
+            raise AnimlcmError("save_model_folder(lora=True): the network has no LoRA adapter")
+        base = meta.get("base_teacher")
+        if not base or not (Path(base) / META_FILE).exists():
+            raise AnimlcmError(
+                f"a LoRA student needs meta['base_teacher'] = an existing teacher folder (got {base!r})"
+            )
+        meta["base_teacher"] = str(Path(base).resolve())
+    elif has_lora(net):
+        raise AnimlcmError(
+            "the network has an unmerged LoRA adapter: save with lora=True, or merge_lora(net) first"
+        )
+
+    tmp = _atomic_dir(directory)
+    try:
+        network = net.config.to_dict()
+        network["schedule"] = schedule_d
+        (tmp / META_FILE).write_text(
+            json.dumps(
+                {"format": FORMAT, "kind": kind, "network": network, "schedule": schedule_d, "meta": meta},
+                indent=1,
+            )
+        )
+        header = {"format": "pt", "kind": kind}
+        if lora:
+            save_lora(net, tmp / LORA_DIR)
+            extra = _state_dict_for_saving(net, keep=lambda k: k.startswith(LORA_EXTRA_PARTS))
+            save_file(extra, str(tmp / EXTRA_FILE), metadata=header)
+        else:
+            save_file(_state_dict_for_saving(net), str(tmp / WEIGHTS_FILE), metadata=header)
+        if vae is not None:
+            vae.save_pretrained(str(tmp / VAE_DIR), safe_serialization=True)
+        _commit_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _load_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """All keys of ``net`` (minus LoRA) from ``state``, right shapes, nothing extra; one line otherwise."""
+    expected = {k: v for k, v in net.state_dict().items() if "lora_" not in k}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        detail = ", ".join(
+            f"{n} {what} (e.g. {lst[0]})"
+            for n, what, lst in (
+                (len(missing), "missing", missing),
+                (len(unexpected), "unexpected", unexpected),
+                (len(wrong), "wrong-shape", wrong),
+            )
+            if lst
+        )
+        raise AnimlcmError(
+            f"{source}: weights do not match the network config ({detail}); re-create the folder"
+        )
+    result = net.load_state_dict(state, strict=False, assign=True)
+    if [k for k in result.missing_keys if "lora_" not in k] or result.unexpected_keys:
+        raise AnimlcmError(f"{source}: weights do not match the network config; re-create the folder")
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise AnimlcmError(f"{path}: missing; the model folder is incomplete, re-create it")
+    return load_file(str(path))
+
+
+def load_model_folder(
+    directory: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    vae: bool = True,
+) -> LoadedModel:
+    """Load a teacher or student folder (strict; safetensors only); a LoRA student loads its base first."""
+    from animlcm.models.lora import load_lora
+    from animlcm.models.presets import empty_network
+
+    directory = Path(directory)
+    data = read_folder_meta(directory)
+    try:
+        cfg = NetworkConfig.from_dict(data["network"])
+    except (TypeError, ValueError) as exc:
+        raise AnimlcmError(
+            f"{directory / META_FILE}: bad network config ({exc}); re-create the folder"
+        ) from None
+    schedule = NoiseSchedule.from_dict(data.get("schedule") or cfg.schedule)
+    meta = data.get("meta", {})
+    net = empty_network(cfg)
+    if is_lora_folder(directory):
+        base = Path(meta.get("base_teacher", ""))
+        if not (base / META_FILE).exists():
+            raise AnimlcmError(
+                f"{directory}: LoRA student whose base teacher {str(base)!r} is missing; restore that folder "
+                f"or edit meta.base_teacher in {META_FILE}"
+            )
+        state = _read_weights(base / WEIGHTS_FILE)
+        state.update(_read_weights(directory / EXTRA_FILE))
+        # the base teacher may lack the student's extra parts (face projector, aux head): from extra
+        expected = set(net.state_dict())
+        state = {k: v for k, v in state.items() if k in expected}
+        _load_strict(net, state, f"{base / WEIGHTS_FILE} + {directory / EXTRA_FILE}")
+        net.to(device=device, dtype=dtype)
+        load_lora(net, directory / LORA_DIR)
+    else:
+        _load_strict(net, _read_weights(directory / WEIGHTS_FILE), str(directory / WEIGHTS_FILE))
+    net.to(device=device, dtype=dtype).eval()
+    loaded_vae = None
+    if vae:
+        vae_dir = directory / VAE_DIR
+        if not (vae_dir / "config.json").exists() and is_lora_folder(directory):
+            vae_dir = Path(meta["base_teacher"]) / VAE_DIR
+        if (vae_dir / "config.json").exists():
+            from diffusers import AutoencoderKL
+
+            loaded_vae = (
+                AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True).to(device, dtype).eval()
+            )
+    return LoadedModel(
+        net=net, vae=loaded_vae, schedule=schedule, kind=data["kind"], meta=meta, path=directory
+    )
+
+
+# Names from docs/ARCHITECTURE.md ("io.py: save_network / load_network").
+def save_network(net: AnimationNetwork, directory: str | Path, vae=None, **kwargs: Any) -> Path:
+    return save_model_folder(net, vae, directory, **kwargs)
+
+
+def load_network(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+):
+    """``(net, vae)`` of a model folder (see :func:`load_model_folder` for the schedule, kind and meta)."""
+    loaded = load_model_folder(directory, device, dtype)
+    return loaded.net, loaded.vae

@@ -1,0 +1,119 @@
+"""LoRA on the denoising UNet through peft (diffusers' ``add_adapter``): spatial attention layers, or all.
+
+Saved with diffusers' ``save_lora_adapter`` (``pytorch_lora_weights.safetensors``, the ``LoraConfig`` in its
+header metadata: loadable by diffusers too) and loaded strictly with peft: every LoRA tensor of the adapter
+must be in the file and nothing else. Never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from animlcm.errors import AnimlcmError
+
+ADAPTER = "default"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+_ATTN = r"transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
+TARGETS = {
+    # spatial self/cross attention of the SD blocks (what a spatial-stage LoRA trains)
+    "spatial": rf".*\.attentions\.\d+\.{_ATTN}",
+    # plus the motion modules' temporal attention
+    "all": rf".*\.(attentions|motion_modules)\.\d+\.{_ATTN}",
+}
+
+
+def lora_config(rank: int = 64, alpha: float | None = None, layers: str = "spatial", init: bool = True):
+    """A peft ``LoraConfig`` for ``layers`` in ``TARGETS`` (``alpha`` defaults to ``rank``: scale 1)."""
+    from peft import LoraConfig
+
+    if layers not in TARGETS:
+        raise AnimlcmError(f"LoRA layers '{layers}': choose one of {', '.join(TARGETS)}")
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        target_modules=TARGETS[layers],
+        init_lora_weights=init,
+    )
+
+
+def add_lora(net, rank: int = 64, alpha: float | None = None, layers: str = "spatial") -> list[str]:
+    """Add a LoRA adapter to ``net.unet``; returns the names of the new (trainable) LoRA parameters.
+
+    The spatial-only view shares the UNet's attention modules, so it sees the adapter too.
+    """
+    if has_lora(net):
+        raise AnimlcmError("this network already has a LoRA adapter")
+    net.unet.add_adapter(lora_config(rank, alpha, layers), adapter_name=ADAPTER)
+    return [n for n, _ in net.named_parameters() if "lora_" in n]
+
+
+def has_lora(net) -> bool:
+    return ADAPTER in getattr(net.unet, "peft_config", {})
+
+
+def set_lora_enabled(net, enabled: bool) -> None:
+    """Switch the adapter on/off (off = the base teacher's output, exactly)."""
+    if enabled:
+        net.unet.enable_adapters()
+    else:
+        net.unet.disable_adapters()
+
+
+def merge_lora(net) -> None:
+    """Fold the adapter into the base weights and remove the LoRA layers (a plain network again)."""
+    if not has_lora(net):
+        raise AnimlcmError("merge_lora: the network has no LoRA adapter")
+    net.unet.fuse_lora(lora_scale=1.0)
+    net.unet.unload_lora()
+
+
+def save_lora(net, directory: str | Path) -> Path:
+    """Write ``DIR/pytorch_lora_weights.safetensors`` (LoraConfig in the header); returns the file."""
+    if not has_lora(net):
+        raise AnimlcmError("save_lora: the network has no LoRA adapter")
+    directory = Path(directory)
+    net.unet.save_lora_adapter(
+        str(directory), adapter_name=ADAPTER, safe_serialization=True, weight_name=LORA_FILE
+    )
+    return directory / LORA_FILE
+
+
+def read_lora_config(path: Path):
+    """The ``LoraConfig`` stored in a LoRA file's safetensors header."""
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from peft import LoraConfig
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if LORA_ADAPTER_METADATA_KEY not in meta:
+        raise AnimlcmError(f"{path}: no LoRA config in the file header; save it with animlcm (save_lora)")
+    data = json.loads(meta[LORA_ADAPTER_METADATA_KEY])
+    known = set(LoraConfig.__dataclass_fields__)
+    return LoraConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def load_lora(net, directory: str | Path) -> None:
+    """Add the adapter saved in ``DIR`` to ``net.unet`` and load its weights strictly (safetensors only)."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(directory) / LORA_FILE
+    if not path.exists():
+        raise AnimlcmError(
+            f"{directory}: no {LORA_FILE}; a LoRA folder is written by save_lora / animlcm distill"
+        )
+    cfg = read_lora_config(path)
+    if isinstance(cfg.target_modules, list):
+        cfg.target_modules = set(cfg.target_modules)
+    net.unet.add_adapter(cfg, adapter_name=ADAPTER)
+    state = load_file(str(path), device=str(net.device))
+    result = set_peft_model_state_dict(net.unet, state, adapter_name=ADAPTER)
+    expected = {n for n, _ in net.unet.named_parameters() if "lora_" in n}
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing or len(state) != len(expected):
+        raise AnimlcmError(
+            f"{path}: LoRA weights do not fit this network ({len(result.unexpected_keys)} unexpected, "
+            f"{len(missing)} missing tensors); was it saved from a student of this teacher?"
+        )

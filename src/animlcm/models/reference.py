@@ -1,0 +1,130 @@
+"""Reference-net K/V injection through diffusers attention processors (Animate Anyone's ReferenceNet).
+
+The reference UNet runs once per clip at t=0; a :class:`ReferenceWriteProcessor` on each of its spatial
+self-attention layers (``...attentions.N.transformer_blocks.M.attn1``) records that layer's input. In the
+denoiser, a :class:`ReferenceReadProcessor` on the layer of the same name appends the recorded features
+to the self-attention keys/values: ``attn1(x, encoder_hidden_states=cat([x, ref]))``, as Moore's
+``ReferenceAttentionControl`` does, without replacing any forward method.
+
+The features travel as an explicit argument: ``cross_attention_kwargs={"reference": ReferenceContext}``,
+which diffusers hands to every spatial attention processor (and, under gradient checkpointing, to the
+recomputation too). Motion modules never see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+
+@dataclass
+class ReferenceContext:
+    """What one UNet call reads or writes. ``features[i]`` belongs to layer ``i`` of :func:`reference_layers`.
+
+    Writing: ``write=True`` and ``features`` filled by the processors. Reading: ``features`` is the list from
+    :class:`~animlcm.models.network.Conditioning` (``None``/empty: no reference, CFG-unconditional branch).
+    """
+
+    features: list[torch.Tensor | None] | None = None
+    write: bool = False
+    layers: int = 0
+
+    @classmethod
+    def writer(cls, num_layers: int) -> ReferenceContext:
+        return cls(features=[None] * num_layers, write=True, layers=num_layers)
+
+
+def reference_layers(unet) -> list[str]:
+    """Names of the spatial self-attention layers (attention-processor keys), in a fixed order.
+
+    Both UNets give the same names for the same layers (``UNetMotionModel``'s non-motion names equal
+    ``UNet2DConditionModel``'s), which is how writer and reader pair up.
+    """
+    return sorted(
+        name
+        for name in unet.attn_processors
+        if ".attentions." in f".{name}" and name.endswith("attn1.processor") and "motion_modules" not in name
+    )
+
+
+class _SpatialProcessor(AttnProcessor2_0):
+    """Base: plain SDPA attention that accepts (and by default ignores) the ``reference`` context."""
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        reference: ReferenceContext | None = None,
+    ):
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class ReferenceWriteProcessor(_SpatialProcessor):
+    """On the reference UNet's ``attn1``: record the layer input, then attend as usual."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        reference: ReferenceContext | None = None,
+    ):
+        if reference is not None and reference.write:
+            reference.features[self.index] = hidden_states
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class ReferenceReadProcessor(_SpatialProcessor):
+    """On the denoiser's ``attn1``: keys/values over ``cat([x, ref])``, ``ref`` repeated over the frames."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        reference: ReferenceContext | None = None,
+    ):
+        if reference is not None and not reference.write and reference.features:
+            ref = reference.features[self.index]
+            if ref.shape[0] != hidden_states.shape[0]:
+                # (B, L, C) reference for (B*F, L, C) frames: frame f of clip b is row b*F + f.
+                ref = ref.repeat_interleave(hidden_states.shape[0] // ref.shape[0], dim=0)
+            encoder_hidden_states = torch.cat([hidden_states, ref.to(hidden_states.dtype)], dim=1)
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+def install_processors(unet, write: bool) -> int:
+    """Set reference processors on every spatial attention layer of ``unet``; returns the layer count.
+
+    Cross-attention (``attn2``) layers get the plain base processor, which accepts the ``reference`` kwarg
+    (diffusers warns about kwargs a processor does not take); motion modules keep their processors.
+    """
+    layers = {name: i for i, name in enumerate(reference_layers(unet))}
+    cls = ReferenceWriteProcessor if write else ReferenceReadProcessor
+    procs = {}
+    for name, proc in unet.attn_processors.items():
+        if name in layers:
+            procs[name] = cls(layers[name])
+        elif "motion_modules" in name:
+            procs[name] = proc
+        else:
+            procs[name] = _SpatialProcessor()
+    unet.set_attn_processor(procs)
+    return len(layers)

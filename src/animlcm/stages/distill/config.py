@@ -1,0 +1,218 @@
+"""`DistillConfig`: every setting of a distillation run, flat, so each switch is one flag or YAML key.
+
+Layering (later wins): size preset (``tiny``/``sd15``) <- method preset (``methods.py``, per stage) <- YAML
+<- command-line flags. The method switches default to ``None`` here, meaning "take the method's value";
+``with_method_defaults()`` fills them in, and the run folder's ``config.yaml`` records the resolved values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from animlcm.config import SIZES, check_preset
+from animlcm.errors import AnimlcmError
+
+STAGES = ("spatial", "temporal")
+LOSSES = ("huber", "l2")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TINY_LORA_RANK = 4
+
+# Settings that may change between a run and its ``--resume`` (everything else must match the checkpoint).
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "resume", "progress", "checkpoint_every", "keep_checkpoints", "num_workers", "log_every"}
+)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A consistency-distillation run (DESIGN section 4). ``None`` switches take the method's value."""
+
+    preset: str = "tiny"
+    # --- inputs / outputs
+    cache: Path | None = None
+    """Cache folder written by `animlcm extract`."""
+    teacher: Path | None = None
+    """Teacher model folder (`animlcm teacher init` / `train-teacher` / `import`)."""
+    out: Path | None = None
+    """Run folder: config.yaml, log.jsonl, checkpoints/, student/."""
+    init: Path | None = None
+    """Start the student from this run's (or model folder's) student: the spatial run for --stage temporal."""
+    resume: bool = False
+    """Continue from the newest checkpoint in `out` (bit-exact)."""
+    stage: str = "spatial"
+    """spatial: single frames, motion modules off; temporal: clips, motion modules on."""
+    method: str = "lcm"
+    """lcm | dancelcm | cosec | animatelcm (a preset of the switches below)."""
+
+    # --- loop
+    max_steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    num_frames: int | None = None
+    """Frames per clip in the temporal stage (None: the size preset's); the spatial stage uses 1."""
+    frame_stride: int = 1
+    lr: float | None = None
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    adam_8bit: bool = False
+    """8-bit AdamW where bitsandbytes is importable (else plain AdamW with a warning)."""
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+    # --- base LCD
+    num_ddim_steps: int = 50
+    """N: the skipping grid has N of the 1000 training steps (skip k = 1000 / N)."""
+    w: float | None = None
+    """CFG scale of the teacher's DDIM step, x0 = x0_c + w (x0_c - x0_u)."""
+    w_range: tuple[float, float] | None = None
+    """Draw w uniformly from [w_min, w_max] per sample instead of the fixed w."""
+    ema: float | None = None
+    """EMA decay mu of the target network."""
+    loss: str | None = None
+    """huber (pseudo-Huber) | l2."""
+    huber_c: float = 0.001
+    share_reference: bool | None = None
+    """ReferenceLCM: reference features and image tokens computed once per batch, shared by all three nets."""
+
+    # --- DanceLCM
+    segments: int | None = None
+    """K of segmented consistency distillation (1 = plain LCD)."""
+    aux_head: float | None = None
+    """lambda_2 of the GT-latent auxiliary head loss (0 = off)."""
+    motion_weight: float | None = None
+    """lambda_1 of the motion-focused loss (0 = off)."""
+    motion_delta: float | None = None
+    """Recompute the motion masks with this threshold (None: the cache's masks)."""
+    face_tokens: bool | None = None
+
+    # --- CoSeC
+    eta: float | None = None
+    """phi_1: Equivalent Target Aggregation weight (two references from the same video)."""
+    cons: float | None = None
+    """phi_2: Contrastive Negative Sampling weight (a reference from another video)."""
+    cons_margin: float = 1.0
+    """CoNS is a hinge max(0, margin - d): bounded below, unlike the paper's plain -d."""
+    temporal_sdm: float | None = None
+    """lambda of the temporal self-dependency-matrix loss (temporal stage)."""
+
+    # --- AnimateLCM
+    lora_rank: int | None = None
+    """LoRA rank on the spatial attention layers (0 = train the full weights)."""
+    lora_init_strategy: bool | None = None
+    """LoRA enters the online student only; the target gets it through EMA."""
+    timestep_weighting: tuple[float, float] | None = None
+    """(delta, gamma) of lambda_n = (1 - delta n / N)^gamma."""
+    teacher_free: bool | None = None
+    """No teacher call: x_hat_{t_n} from the real latent and the same noise."""
+    train_modules: str | None = None
+    """What the student trains: all (unet + pose guider) | motion (motion modules only) | lora."""
+
+    @classmethod
+    def from_preset(cls, name: str) -> DistillConfig:
+        check_preset(name)
+        if name == "sd15":
+            return cls(preset=name, mixed_precision="bf16", gradient_checkpointing=True, checkpoint_every=500)
+        return cls(preset=name, checkpoint_every=500, num_workers=0)
+
+    # ------------------------------------------------------------------ resolution
+    def with_method_defaults(self) -> DistillConfig:
+        """Fill every unset switch from the method preset for this stage (explicit values win)."""
+        from animlcm.stages.distill.methods import method_switches
+
+        switches = method_switches(self.method, self.stage)
+        changes = {k: v for k, v in switches.items() if getattr(self, k) is None}
+        if self.preset == "tiny" and "lora_rank" in changes and changes["lora_rank"]:
+            changes["lora_rank"] = TINY_LORA_RANK  # rank 64 exceeds the tiny net's 32-wide layers
+        if self.num_frames is None:
+            changes["num_frames"] = SIZES[self.preset].num_frames
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    @property
+    def frames_per_sample(self) -> int:
+        return 1 if self.stage == "spatial" else int(self.num_frames or SIZES[self.preset].num_frames)
+
+    @property
+    def needs_second_reference(self) -> bool:
+        return bool((self.eta or 0) > 0 or (self.temporal_sdm or 0) > 0)
+
+    @property
+    def needs_other_reference(self) -> bool:
+        return bool((self.cons or 0) > 0)
+
+    def validate(self) -> None:
+        from animlcm.stages.distill.methods import METHODS
+
+        def bad(msg: str) -> AnimlcmError:
+            return AnimlcmError(f"distill config: {msg}")
+
+        if self.stage not in STAGES:
+            raise bad(f"unknown stage '{self.stage}': choose spatial or temporal")
+        if self.method not in METHODS:
+            raise bad(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise bad(f"unknown loss '{self.loss}': choose huber or l2")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise bad(f"mixed_precision '{self.mixed_precision}': choose no, fp16 or bf16")
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "frame_stride",
+            "checkpoint_every",
+            "log_every",
+        ):
+            if getattr(self, name) < 1:
+                raise bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise bad(f"num_frames must be >= 1 (got {self.num_frames})")
+        if not 1 <= self.num_ddim_steps <= 1000 or 1000 % self.num_ddim_steps:
+            raise bad(f"num_ddim_steps must divide 1000 (got {self.num_ddim_steps}); 50 is the LCM default")
+        if self.segments is not None and not 1 <= self.segments <= self.num_ddim_steps:
+            raise bad(f"segments must be in [1, num_ddim_steps] (got {self.segments})")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise bad(f"ema must be in [0, 1) (got {self.ema})")
+        if self.w_range is not None and (len(self.w_range) != 2 or self.w_range[0] > self.w_range[1]):
+            raise bad(f"w_range must be [w_min, w_max] with w_min <= w_max (got {list(self.w_range)})")
+        if self.timestep_weighting is not None and len(self.timestep_weighting) != 2:
+            raise bad("timestep_weighting must be two numbers: delta,gamma")
+        if self.lora_rank is not None and self.lora_rank < 0:
+            raise bad(f"lora_rank must be >= 0 (got {self.lora_rank})")
+        if self.train_modules is not None and self.train_modules not in ("all", "motion", "lora"):
+            raise bad(f"train_modules '{self.train_modules}': choose all, motion or lora")
+        if self.train_modules == "lora" and not self.lora_rank:
+            raise bad("train_modules lora needs --lora-rank > 0")
+        for name in ("aux_head", "motion_weight", "eta", "cons", "temporal_sdm", "lr"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise bad(f"{name} must be >= 0 (got {v})")
+        if self.temporal_sdm and self.stage == "spatial":
+            raise bad("temporal_sdm needs clips: use it with --stage temporal (or set it to 0)")
+        if self.huber_c <= 0:
+            raise bad(f"huber_c must be > 0 (got {self.huber_c})")
+
+    def check_paths(self) -> None:
+        """The inputs a run needs (checked at run time, not at parse time, so tests can build configs)."""
+        if self.cache is None:
+            raise AnimlcmError("distill: --cache CACHE is required (a folder written by `animlcm extract`)")
+        if self.teacher is None:
+            raise AnimlcmError("distill: --teacher DIR is required (a teacher model folder)")
+        if self.out is None:
+            raise AnimlcmError("distill: --out RUN is required (the run folder to write)")
+        if not Path(self.cache).is_dir():
+            raise AnimlcmError(f"{self.cache}: cache folder not found; run `animlcm extract` first")
+        if not Path(self.teacher).exists():
+            raise AnimlcmError(
+                f"{self.teacher}: teacher folder not found; make one with `animlcm teacher init`"
+            )
+        if self.init is not None and not Path(self.init).exists():
+            raise AnimlcmError(f"{self.init}: --init run folder not found; run the spatial stage first")

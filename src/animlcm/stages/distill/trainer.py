@@ -1,0 +1,449 @@
+"""The one training loop (nanoGPT-flat), shared by `animlcm distill` and `animlcm train-teacher`.
+
+What differs between the two is a step function ``step_fn(batch, model, generator) -> (loss, terms)``
+and an ``after_step`` hook (the EMA target update for distillation); the loop owns everything else:
+accelerate (``accelerate launch --multi_gpu -m animlcm.cli distill ...`` works unchanged), mixed precision,
+gradient accumulation and clipping, AdamW (8-bit where bitsandbytes exists), atomic checkpoints,
+bit-exact ``--resume``, the JSONL log, rich progress, and the NaN/inf guard.
+
+Randomness: every (step, micro-batch, process) draws its noise and timesteps from its own generator,
+seeded from ``(seed, step, micro, rank)``; samples are functions of their stream position (``data.py``).
+So a resumed run sees exactly the numbers the straight run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from animlcm.config import save_config, to_plain
+from animlcm.errors import AnimlcmError
+from animlcm.stages.distill.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from animlcm.stages.distill.data import make_loader, to_device
+
+StepFn = Callable[[dict[str, Any], nn.Module, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class TrainJob:
+    """Everything the loop needs, built by the stage's setup (distill or teacher training)."""
+
+    out: Path
+    student: nn.Module  # the network being optimised (its ``requires_grad`` parameters are trained)
+    step_fn: StepFn
+    dataset: torch.utils.data.Dataset
+    finish: Callable[[nn.Module], Path]  # writes the result folder from the (unwrapped) student
+    target: nn.Module | None = None  # the EMA target, checkpointed with the student
+    target_names: list[str] = field(default_factory=list)
+    after_step: Callable[[nn.Module], None] | None = None  # called with the unwrapped student
+    accelerator: Any = None  # made by ``make_accelerator`` before the models are built
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    result: Path  # the student / teacher folder
+    steps: int
+    last_terms: dict[str, float]
+    seconds_per_step: float
+
+
+def make_accelerator(cfg: Any):
+    """The accelerate ``Accelerator`` (CPU when there is no CUDA; multi-GPU when launched so)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+        # the step's conditioning runs outside forward(); let DDP find what got gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """A CPU generator for one micro-batch: noise and timesteps depend only on (seed, step, micro, rank)."""
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] % (2**63)))
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    if getattr(cfg, "adam_8bit", False):
+        try:
+            import bitsandbytes as bnb  # noqa: PLC0415
+
+            return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        except ImportError:
+            warnings.warn("adam_8bit: bitsandbytes is not installed; using torch AdamW", stacklevel=2)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+def prepare_run_dir(out: Path, cfg: Any, resumable: frozenset[str]) -> None:
+    """Create ``out`` and write ``config.yaml``; with ``resume``, check the settings still match."""
+    out = Path(out)
+    saved = out / "config.yaml"
+    if cfg.resume:
+        if not saved.exists():
+            raise AnimlcmError(f"{out}: nothing to resume (no config.yaml); drop --resume to start this run")
+        import yaml
+
+        old = yaml.safe_load(saved.read_text()) or {}
+        new = to_plain(cfg)
+        changed = sorted(k for k in new if k not in resumable and k in old and old[k] != new[k])
+        if changed:
+            diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:4])
+            raise AnimlcmError(
+                f"{saved}: --resume with different settings ({diffs}); use the run's own settings "
+                "(--config RUN/config.yaml) or start a new --out"
+            )
+    elif latest_checkpoint(out) is not None:
+        raise AnimlcmError(
+            f"{out}: already holds checkpoints; pass --resume to continue it, or choose a new --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(dataclasses.replace(cfg, resume=False), saved)
+
+
+class JsonlLog:
+    """``log.jsonl``: one line of every loss term per step (a resumed run drops lines past its checkpoint)."""
+
+    def __init__(self, path: Path, keep_until_step: int | None, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
+        if keep_until_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= keep_until_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            tmp.replace(self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int, out: Path) -> dict[str, float]:
+    """The NaN/inf guard: stop, naming the step and the loss term, before a bad gradient is applied."""
+    values = {k: float(v.detach().float()) for k, v in terms.items()}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            ckpt = latest_checkpoint(out)
+            where = f"; the last good checkpoint is {ckpt}" if ckpt else ""
+            raise AnimlcmError(
+                f"step {step}: loss term '{name}' is {value} (training diverged); lower --lr, use "
+                f"--mixed-precision bf16 or no, or check the cache's latents{where}"
+            )
+    return values
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult:
+    """Run ``cfg.max_steps`` optimizer steps of ``job.step_fn`` (continuing from a checkpoint with resume)."""
+    accelerator = job.accelerator or make_accelerator(cfg)
+    Path(job.out).mkdir(parents=True, exist_ok=True)
+    unwrapped = job.student
+    train_names = [n for n, p in unwrapped.named_parameters() if p.requires_grad]
+    if not train_names:
+        raise AnimlcmError(f"{job.out}: nothing to train (no parameter requires grad); check train_modules")
+    params = [p for p in unwrapped.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    model, optimizer = accelerator.prepare(unwrapped, optimizer)
+
+    # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
+    state = TrainState(step=0, data_position=0)
+    if cfg.resume:
+        ckpt = latest_checkpoint(job.out)
+        if ckpt is None:
+            raise AnimlcmError(f"{job.out}: --resume but no checkpoint in {job.out / 'checkpoints'}")
+        state = load_checkpoint(
+            ckpt,
+            student=unwrapped,
+            train_names=train_names,
+            optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+            target=job.target,
+            target_names=job.target_names,
+        )
+    if state.step >= cfg.max_steps:
+        result = job.finish(unwrapped) if accelerator.is_main_process else job.out
+        accelerator.wait_for_everyone()
+        return TrainResult(job.out, result, state.step, {}, 0.0)
+
+    # 2. data: this process's stream, continued at its position
+    per_step = cfg.batch_size * cfg.grad_accum
+    loader = make_loader(
+        job.dataset,
+        batch_size=cfg.batch_size,
+        start=state.data_position,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        num_workers=cfg.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+    batches = iter(loader)
+    log = JsonlLog(job.out / "log.jsonl", state.step if cfg.resume else None, accelerator.is_main_process)
+
+    terms: dict[str, float] = {}
+    started, first_step = time.perf_counter(), state.step
+    show = bool(cfg.progress) and accelerator.is_main_process
+    with _progress(show) as progress:
+        task = progress.add_task(
+            description, total=cfg.max_steps, completed=state.step, loss=float("nan"), rate=0.0
+        )
+        for step in range(state.step, cfg.max_steps):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = to_device(next(batches), accelerator.device)
+                generator = step_generator(cfg.seed, step, micro, accelerator.process_index)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, parts = job.step_fn(batch, model, generator)
+                    # the terms first, so the guard names the term that went bad, not just the total
+                    values = check_finite({**parts, "loss": loss}, step + 1, job.out)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.grad_clip > 0:
+                        accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            # 3. the EMA target follows the student after every optimizer step
+            if job.after_step is not None:
+                job.after_step(unwrapped)
+            terms = sums
+            state = TrainState(step=step + 1, data_position=state.data_position + per_step)
+            dt = time.perf_counter() - t0
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                log.write(
+                    {
+                        "step": state.step,
+                        "loss": terms["loss"],
+                        **terms,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "sec": round(dt, 4),
+                    }
+                )
+            rate = (state.step - first_step) / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=state.step, loss=terms["loss"], rate=rate)
+            # 4. checkpoint every N steps and at the end (so a later --max-steps can continue the run)
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        job.out,
+                        state,
+                        student=unwrapped,
+                        train_names=train_names,
+                        optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                        target=job.target,
+                        target_names=job.target_names,
+                        keep=cfg.keep_checkpoints,
+                        extra={"seed": cfg.seed},
+                    )
+    accelerator.wait_for_everyone()
+    result = job.finish(unwrapped) if accelerator.is_main_process else job.out
+    accelerator.wait_for_everyone()
+    seconds = (time.perf_counter() - started) / max(state.step - first_step, 1)
+    return TrainResult(job.out, result, state.step, terms, seconds)
+
+
+# ---------------------------------------------------------------------------------------------- distill run
+def _trainable(student: nn.Module, cfg: Any) -> None:
+    """Freeze everything, then switch on what this method and stage train (DESIGN section 4)."""
+    student.requires_grad_(False)
+    mode = cfg.train_modules
+    for name, p in student.named_parameters():
+        head = name.split(".", 1)[0]
+        if head in ("face_projector", "aux_head"):
+            on = head == "face_projector" or bool(cfg.aux_head)  # an unused head would get no gradient (DDP)
+        elif mode == "lora":
+            on = "lora_" in name
+        elif mode == "motion":
+            on = head == "unet" and "motion_modules" in name and "lora_" not in name
+        else:  # all: the denoiser and pose guider; motion modules only where they run (temporal stage)
+            on = head in ("unet", "pose_guider") and (cfg.stage == "temporal" or "motion_modules" not in name)
+        p.requires_grad_(on)
+
+
+def _init_folder(init: Path) -> Path:
+    """``--init`` names a run folder (its ``student/``) or a model folder itself."""
+    init = Path(init)
+    return init / "student" if (init / "student").is_dir() else init
+
+
+def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
+    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked."""
+    import copy
+
+    from animlcm.models.conditioning import FaceProjector
+    from animlcm.models.network import AuxHead
+
+    out = copy.deepcopy(net)
+    out.config = dataclasses.replace(net.config, face_tokens=face_tokens, aux_head=aux_head)
+    width, c0 = out.unet.config.cross_attention_dim, out.unet.config.block_out_channels[0]
+    if face_tokens and out.face_projector is None:
+        out.face_projector = FaceProjector(4, width, out.config.face_patch_size).to(out.device)
+    elif not face_tokens:
+        out.face_projector = None
+    if aux_head and out.aux_head is None:
+        out.aux_head = AuxHead(c0, out.unet.config.norm_num_groups).to(out.device)
+    elif not aux_head:
+        out.aux_head = None
+    return out
+
+
+def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tuple[nn.Module, dict]:
+    """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.models.lora import add_lora, has_lora
+
+    init_meta: dict = {}
+    base = teacher
+    if cfg.init is not None:
+        loaded = load_model_folder(_init_folder(cfg.init), device, vae=False)
+        base, init_meta = loaded.net, dict(loaded.meta)
+    student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
+    if cfg.lora_rank and not has_lora(student):
+        add_lora(student, rank=cfg.lora_rank, layers="spatial")
+    student.train()
+    return student, init_meta
+
+
+def save_student(
+    student: nn.Module, vae: Any, folder: Path, cfg: Any, teacher_path: Path, init_meta: dict
+) -> Path:
+    """The result folder the renderer loads: LoRA-only when nothing but the LoRA (and small heads) trained,
+    else the full weights with any LoRA merged in."""
+    from animlcm.diffusion.timesteps import segment_edges, segmented_plan
+    from animlcm.models.io import save_model_folder
+    from animlcm.models.lora import has_lora, merge_lora
+    from animlcm.stages.distill.methods import ablation_label
+
+    segments = int(cfg.segments or 1)
+    edges = segment_edges(segments, cfg.num_ddim_steps)
+    meta = {
+        "method": cfg.method,
+        "ablation": ablation_label(cfg),
+        "stage": cfg.stage,
+        "segments": segments,
+        "segment_edges": edges,
+        "num_ddim_steps": cfg.num_ddim_steps,
+        # 4 steps (or one per segment, if more): the (t, edge) walk the renderer takes by default
+        "recommended_timesteps": [t for t, _ in segmented_plan(edges, max(4, segments), cfg.num_ddim_steps)],
+        "teacher": str(Path(teacher_path).resolve()),
+        "spatial_run": str(Path(cfg.init).resolve()) if cfg.init is not None else None,
+    }
+    lora_only = has_lora(student) and cfg.train_modules == "lora"
+    if lora_only:
+        meta["base_teacher"] = init_meta.get("base_teacher") or str(Path(teacher_path).resolve())
+    elif has_lora(student):
+        merge_lora(student)
+    student.eval()
+    return save_model_folder(student, vae, folder, kind="student", meta=meta, lora=lora_only)
+
+
+def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
+    """`animlcm distill`: build teacher, student and EMA target, then train (see ``step.distill_step``)."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
+    from animlcm.stages.distill.step import DistillModels, distill_step
+
+    cfg = cfg.with_method_defaults()
+    if progress is not None:
+        cfg = dataclasses.replace(cfg, progress=progress)
+    cfg.check_paths()
+    out = Path(cfg.out)
+    prepare_run_dir(out, cfg, _resumable())
+    accelerator = make_accelerator(cfg)
+    torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run
+
+    # 1. the frozen teacher, and the student: the teacher's weights (or --init's) plus the method's heads
+    loaded = load_model_folder(cfg.teacher, accelerator.device)
+    teacher, vae = loaded.net.requires_grad_(False).eval(), loaded.vae
+    student, init_meta = load_student_start(cfg, teacher, accelerator.device)
+    _trainable(student, cfg)
+    if cfg.gradient_checkpointing:
+        student.unet.enable_gradient_checkpointing()
+    # 2. the EMA target; AnimateLCM's init strategy: the LoRA reaches the target only through the EMA
+    lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
+    names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
+    target = make_target(student)
+    if cfg.lora_init_strategy and cfg.stage == "temporal":
+        zero_lora_in_target(target)
+    if cfg.teacher_free:
+        teacher = loaded.net = None  # no teacher call at all: free its memory
+    elif accelerator.mixed_precision in ("fp16", "bf16") and accelerator.device.type == "cuda":
+        teacher.to(torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
+
+    # 3. data: clips (temporal) or single frames (spatial), with the references the losses need
+    dataset = DistillDataset(
+        cfg.cache,
+        num_frames=cfg.frames_per_sample,
+        stride=cfg.frame_stride,
+        maps=tuple(student.pose_guider.maps),
+        second_reference=cfg.needs_second_reference,
+        other_reference=cfg.needs_other_reference,
+        motion_delta=cfg.motion_delta,
+        seed=cfg.seed,
+    )
+    models = DistillModels(
+        student=student, target=target, teacher=teacher, schedule=loaded.schedule,
+        vae=vae if cfg.face_tokens else None,
+    )  # fmt: skip
+
+    def step_fn(batch, model, generator):
+        return distill_step(batch, model, models, cfg, generator)
+
+    def finish(trained: nn.Module) -> Path:
+        return save_student(trained, vae, out / "student", cfg, cfg.teacher, init_meta)
+
+    job = TrainJob(
+        out=out, student=student, step_fn=step_fn, dataset=dataset, finish=finish, target=target,
+        target_names=names, after_step=lambda s: update_ema(target, s, names, cfg.ema),
+        accelerator=accelerator,
+    )  # fmt: skip
+    return train(job, cfg, description=f"distill {cfg.method}/{cfg.stage}")
+
+
+def _resumable() -> frozenset[str]:
+    from animlcm.stages.distill.config import RESUMABLE_CHANGES
+
+    return RESUMABLE_CHANGES

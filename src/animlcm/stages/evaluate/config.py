@@ -1,0 +1,68 @@
+"""``EvalConfig``: every setting of ``animlcm eval`` (preset <- YAML <- flags, see ``animlcm.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from animlcm.config import SIZES
+from animlcm.errors import AnimlcmError
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    preset: str = "tiny"
+    model: Path | None = None
+    """Student run folder (or a teacher folder evaluated with the consistency sampler)."""
+    cache: Path | None = None
+    """Cache folder (from `animlcm extract`): each video's first frame is the reference, its poses drive."""
+    out: Path = Path("eval")
+    sweep: bool = False
+    """Student at `student_steps`, teacher at `teacher_steps`; else the student at `steps` only."""
+    teacher: Path | None = None
+    """Teacher folder for the sweep; default: the teacher recorded in the student's run folder."""
+    steps: int = 4
+    student_steps: tuple[int, ...] = (1, 2, 4, 8)
+    teacher_steps: tuple[int, ...] = (4, 25, 50)
+    cfg: float = 3.5
+    """The teacher's CFG scale."""
+    lpips_weights: Path | None = None
+    """LPIPS-AlexNet weights (safetensors, see stages/evaluate/lpips.py): adds an lpips column."""
+    max_videos: int | None = None
+    max_frames: int | None = None
+    seed: int = 0
+    window: int = 16
+    overlap: int = 4
+    height: int = 128
+    width: int = 128
+    device: str = "auto"
+    dtype: str = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_preset(cls, name: str) -> EvalConfig:
+        size = SIZES[name]
+        return cls(
+            preset=name,
+            height=size.height,
+            width=size.width,
+            window=size.num_frames,
+            overlap=size.num_frames // 4,
+        )
+
+    def validate(self) -> None:
+        if self.cache is None:
+            raise AnimlcmError("eval needs --cache DIR (a cache folder from `animlcm extract`)")
+        steps = (self.steps, *self.student_steps, *self.teacher_steps)
+        if min(steps) < 1:
+            raise AnimlcmError(f"eval: every step count must be >= 1 (got {steps})")
+        if self.height % 8 or self.width % 8:
+            raise AnimlcmError(
+                f"resolution {self.height}x{self.width} (HxW) is not divisible by 8; pick multiples of 8"
+            )
+        if not 0 <= self.overlap < self.window:
+            raise AnimlcmError(f"--window {self.window} --overlap {self.overlap}: need 0 <= overlap < window")
+        for name in ("max_videos", "max_frames"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise AnimlcmError(f"--{name.replace('_', '-')} {v}: need at least 1")

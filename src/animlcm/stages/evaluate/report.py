@@ -1,0 +1,111 @@
+"""What eval writes: ``metrics.json`` (``{"rows": [...]}``), a markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROW_KEYS = ("method", "ablation", "steps", "l1", "psnr", "ssim", "seconds_per_frame", "peak_memory_mb")
+
+
+@dataclass
+class MetricRow:
+    method: str  # "teacher" for teacher rows, else the student's method name
+    ablation: str  # e.g. "full", "no-face"; "-" when none
+    steps: int
+    l1: float
+    psnr: float
+    ssim: float
+    seconds_per_frame: float
+    peak_memory_mb: float
+    extra: dict[str, float] = field(default_factory=dict)  # lpips / fid / fvd when weights were given
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        return {**d, **extra}
+
+
+def write_metrics_json(rows: list[MetricRow], path: Path, meta: dict | None = None) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    payload = {"rows": [r.to_json() for r in rows]}
+    if meta:
+        payload["meta"] = meta
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def markdown_table(rows: list[MetricRow]) -> str:
+    extra_keys = sorted({k for r in rows for k in r.extra})
+    head = [
+        "method",
+        "ablation",
+        "steps",
+        "L1",
+        "PSNR",
+        "SSIM",
+        *[k.upper() for k in extra_keys],
+        "s/frame",
+        "peak MB",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.method, r.ablation, str(r.steps), f"{r.l1:.4f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
+        cells += [f"{r.extra[k]:.4f}" if k in r.extra else "-" for k in extra_keys]
+        cells += [f"{r.seconds_per_frame:.4f}", f"{r.peak_memory_mb:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(rows: list[MetricRow], path: Path) -> None:
+    """Two panels: PSNR and SSIM vs steps, and PSNR vs seconds per frame; one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    groups: dict[str, list[MetricRow]] = {}
+    for r in rows:
+        groups.setdefault(f"{r.method}" + ("" if r.ablation in ("-", "") else f" ({r.ablation})"), []).append(
+            r
+        )
+    for label, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.steps)
+        steps = [r.steps for r in rs]
+        style = "s--" if rs[0].method == "teacher" else "o-"
+        axes[0].plot(steps, [r.psnr for r in rs], style, label=label)
+        axes[1].plot(steps, [r.ssim for r in rs], style, label=label)
+        axes[2].plot([r.seconds_per_frame for r in rs], [r.psnr for r in rs], style, label=label)
+        for r in rs:
+            axes[2].annotate(
+                str(r.steps),
+                (r.seconds_per_frame, r.psnr),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    for ax, (xl, yl) in zip(
+        axes, (("steps", "PSNR (dB)"), ("steps", "SSIM"), ("seconds per frame", "PSNR (dB)")), strict=True
+    ):
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+    all_steps = sorted({r.steps for r in rows})
+    for ax in axes[:2]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_steps, [str(s) for s in all_steps])  # 1, 2, 4, 8, 25, 50 rather than 2^k
+        ax.minorticks_off()
+    axes[2].set_xscale("log")
+    axes[0].set_title("quality vs steps")
+    axes[1].set_title("structure vs steps")
+    axes[2].set_title("quality vs time (labels: steps)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)

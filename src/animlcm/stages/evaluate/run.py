@@ -1,0 +1,166 @@
+"""``run(EvalConfig)``: render every cached test video from its first frame and its poses, compare with the
+real frames, and write ``metrics.json``, ``metrics.md`` and ``quality.png``.
+
+Timing covers the whole render of a clip (conditioning + denoising + decode), after one warm-up render per
+model, so seconds per frame is what a user waits. Peak memory is the CUDA allocator's peak per row on GPU,
+and the process's peak resident memory on CPU (a high-water mark: it never goes down between rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from animlcm.errors import AnimlcmError
+from animlcm.stages.evaluate import metrics, report
+from animlcm.stages.evaluate.config import EvalConfig
+from animlcm.stages.render.pipeline import RenderModel, SamplerSettings, render_clip, resolve_device
+from animlcm.stages.render.sources import PoseClip, load_pose_source
+
+
+@dataclass
+class EvalResult:
+    rows: list[report.MetricRow]
+    metrics_json: Path
+    table: Path
+    plot: Path
+    videos: list[str]
+
+
+def load_clips(
+    cache: Path, height: int, width: int, max_videos: int | None, max_frames: int | None
+) -> list[PoseClip]:
+    """Every ok video of the cache as a PoseClip with its real frames (the ground truth)."""
+    from animlcm.cache.reader import CacheReader
+
+    names = CacheReader(cache).videos[:max_videos]
+    if not names:
+        raise AnimlcmError(f"{cache}: no complete videos in this cache; run `animlcm extract` first")
+    clips = [load_pose_source(f"{cache}:{name}", height, width, max_frames) for name in names]
+    return [c for c in clips if c.num_frames > 0]
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def evaluate(
+    model: RenderModel,
+    clips: list[PoseClip],
+    settings: SamplerSettings,
+    *,
+    method: str,
+    ablation: str = "-",
+    lpips_net=None,
+) -> report.MetricRow:
+    """One row: render every clip with ``settings``, average the metrics over clips, time it."""
+    per_clip, seconds, frames = [], 0.0, 0
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    for clip in clips:
+        out = render_clip(model, clip.frames[0], clip.skeleton, settings, face=clip.face)
+        seconds += sum(out.timings.values())
+        frames += len(out.frames)
+        m = metrics.frame_metrics(out.frames, clip.frames)
+        if lpips_net is not None:
+            m["lpips"] = float(lpips_net(metrics.to_unit(out.frames), metrics.to_unit(clip.frames)).mean())
+        per_clip.append(m)
+    avg = metrics.mean_rows(per_clip)
+    extra = {k: v for k, v in avg.items() if k not in ("l1", "psnr", "ssim")}
+    return report.MetricRow(
+        method=method,
+        ablation=ablation,
+        steps=settings.steps,
+        l1=avg["l1"],
+        psnr=avg["psnr"],
+        ssim=avg["ssim"],
+        seconds_per_frame=seconds / max(frames, 1),
+        peak_memory_mb=_peak_mb(model.device),
+        extra=extra,
+    )
+
+
+def _warm_up(model: RenderModel, clip: PoseClip, settings: SamplerSettings) -> None:
+    """One short render so lazy initialisation (kernels, allocator) is not billed to the first row."""
+    n = min(clip.num_frames, settings.window)
+    render_clip(model, clip.frames[0], clip.skeleton[:n], dataclasses.replace(settings, steps=1))
+
+
+def run(cfg: EvalConfig) -> EvalResult:
+    from animlcm.stages.render.model import load_render_model, teacher_of
+
+    cfg.validate()
+    clips = load_clips(cfg.cache, cfg.height, cfg.width, cfg.max_videos, cfg.max_frames)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    student = load_render_model(cfg.model, preset=cfg.preset, device=device, dtype=dtype)
+    lpips_net = None
+    if cfg.lpips_weights is not None:
+        from animlcm.stages.evaluate.lpips import load_lpips
+
+        lpips_net = load_lpips(cfg.lpips_weights)
+    method = str(student.meta.get("method") or "student")
+    ablation = str(student.meta.get("ablation") or "-")
+    base = dict(cfg=cfg.cfg, seed=cfg.seed, window=cfg.window, overlap=cfg.overlap)
+
+    # (model, settings, method) for every row; the teacher loads only for a sweep
+    plan = [
+        (student, SamplerSettings(steps=s, **base), method)
+        for s in (cfg.student_steps if cfg.sweep else (cfg.steps,))
+    ]
+    if cfg.sweep:
+        teacher_dir = cfg.teacher
+        if teacher_dir is None:
+            teacher_dir = (
+                cfg.model if student.kind == "teacher" else teacher_of(student.meta, Path(cfg.model))
+            )
+        teacher = load_render_model(teacher_dir, preset=cfg.preset, device=device, dtype=dtype)
+        plan += [
+            (teacher, SamplerSettings(steps=s, teacher=True, **base), "teacher") for s in cfg.teacher_steps
+        ]
+
+    rows: list[report.MetricRow] = []
+    warmed: set[int] = set()
+    bar, advance = _progress(cfg.progress, len(plan))
+    with bar:
+        for i, (model, settings, name) in enumerate(plan):
+            if id(model) not in warmed:
+                _warm_up(model, clips[0], settings)
+                warmed.add(id(model))
+            row_ablation = "-" if name == "teacher" else ablation
+            rows.append(
+                evaluate(model, clips, settings, method=name, ablation=row_ablation, lpips_net=lpips_net)
+            )
+            advance(i + 1)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"model": str(cfg.model), "cache": str(cfg.cache), "videos": len(clips), "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""), "height": cfg.height, "width": cfg.width}  # fmt: skip
+    report.write_metrics_json(rows, out / "metrics.json", meta)
+    table = out / "metrics.md"
+    tmp = table.with_name(table.name + ".tmp")
+    tmp.write_text(report.markdown_table(rows))
+    tmp.replace(table)
+    report.plot_sweep(rows, out / "quality.png")
+    return EvalResult(rows, out / "metrics.json", table, out / "quality.png", [c.source for c in clips])
+
+
+def _progress(enabled: bool, total: int):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(), lambda _i: None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("eval"), BarColumn(), TextColumn("{task.completed}/{task.total} settings"),
+                   TimeElapsedColumn(), transient=True)  # fmt: skip
+    task = bar.add_task("eval", total=total)
+    return bar, lambda i: bar.update(task, completed=i)

@@ -1,0 +1,77 @@
+"""``RenderConfig``: every setting of ``animlcm render`` (preset <- YAML <- flags, see ``animlcm.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from animlcm.config import SIZES
+from animlcm.errors import AnimlcmError
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    preset: str = "tiny"
+    reference: Path | None = None
+    """Reference image (the person to animate)."""
+    pose: str | None = None
+    """RGB video, skeleton video, folder of skeleton images or CACHE_DIR:video_name; None = built-in dance."""
+    pose_kind: str = "auto"
+    """auto | skeleton | rgb: how to read a pose video (auto looks at the background)."""
+    model: Path | None = None
+    """Student run folder or teacher folder; None = the built-in tiny student."""
+    out: Path = Path("out.mp4")
+    steps: int = 4
+    teacher: bool = False
+    """Render with the teacher's DDIM + CFG sampler instead of consistency sampling."""
+    cfg: float = 3.5
+    """Classifier-free guidance scale for --teacher (reference dropped in the unconditional branch)."""
+    segments: int | None = None
+    """Walk K segment edges (segmented CD students); None = the student's own setting."""
+    deterministic: bool = False
+    """No fresh noise between consistency steps."""
+    seed: int = 0
+    window: int = 16
+    overlap: int = 4
+    max_frames: int | None = None
+    frames_dir: Path | None = None
+    align: bool = False
+    """Scale and shift the driving skeleton so its first frame covers the reference person."""
+    random: bool = False
+    """Build the preset's network with random weights (time real-size rendering without weights)."""
+    height: int = 128
+    width: int = 128
+    device: str = "auto"
+    dtype: str = "auto"
+    """auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | fp16 | bf16."""
+    progress: bool = True
+
+    @classmethod
+    def from_preset(cls, name: str) -> RenderConfig:
+        size = SIZES[name]
+        return cls(
+            preset=name,
+            height=size.height,
+            width=size.width,
+            window=size.num_frames,
+            overlap=size.num_frames // 4,
+        )
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise AnimlcmError(f"--steps {self.steps}: need at least 1 sampling step")
+        if self.height % 8 or self.width % 8 or self.height < 8 or self.width < 8:
+            raise AnimlcmError(
+                f"resolution {self.height}x{self.width} (HxW) is not divisible by 8 (the VAE works at 1/8); "
+                "pick --height/--width that are multiples of 8"
+            )
+        if self.window < 1 or not 0 <= self.overlap < self.window:
+            raise AnimlcmError(f"--window {self.window} --overlap {self.overlap}: need 0 <= overlap < window")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise AnimlcmError(f"--max-frames {self.max_frames}: need at least 1 frame")
+        if self.segments is not None and self.segments < 1:
+            raise AnimlcmError(f"--segments {self.segments}: need at least 1 segment")
+        if self.pose_kind not in ("auto", "skeleton", "rgb"):
+            raise AnimlcmError(f"pose_kind '{self.pose_kind}': choose auto, skeleton or rgb")
+        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise AnimlcmError(f"dtype '{self.dtype}': choose auto, fp32, fp16 or bf16")

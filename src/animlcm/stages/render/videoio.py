@@ -1,0 +1,119 @@
+"""Video and image files in and out: PyAV for mp4 (H.264), Pillow for images; uint8 (F, H, W, 3)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from animlcm.errors import AnimlcmError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image file as uint8 (H, W, 3); one clear line when it is missing or not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise AnimlcmError(f"{path}: reference image not found; pass an existing PNG/JPEG file")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise AnimlcmError(
+            f"{path}: cannot read the image ({exc.__class__.__name__}); pass a PNG or JPEG"
+        ) from None
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Atomic PNG write (``X.tmp`` then rename), so a reader never sees half a file."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video sequentially with PyAV: (uint8 (F, H, W, 3), fps)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AnimlcmError(f"{path}: video not found")
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise AnimlcmError(
+                    f"{path}: no video stream in this file; pass a video, an image folder or CACHE:name"
+                )
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as exc:
+        raise AnimlcmError(
+            f"{path}: cannot decode the video ({exc.__class__.__name__}); pass an mp4/avi/webm"
+        ) from None
+    if not frames:
+        raise AnimlcmError(f"{path}: the video has no frames")
+    return np.stack(frames), fps
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:
+    """uint8 (F, H, W, 3) -> H.264 mp4 (yuv420p, plays everywhere) at ``fps``; temp file, then renamed."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    f, h, w, _ = frames.shape
+    # a Fraction keeps 29.97-style rates exact enough; limit_denominator avoids huge time bases
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = w, h  # yuv420p needs even sizes; render sizes are multiples of 8
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for i in range(f):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    tmp.replace(path)
+
+
+def write_frames_dir(folder: Path, frames: np.ndarray) -> list[Path]:
+    """One PNG per frame, ``00000.png`` ..., for editing tools that want image sequences."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(frames):
+        p = folder / f"{i:05d}.png"
+        write_image(p, frame)
+        paths.append(p)
+    return paths
+
+
+def read_image_folder(folder: Path, max_frames: int | None = None) -> np.ndarray:
+    """Sorted image files of a folder as uint8 (F, H, W, 3); all must share one size."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if max_frames is not None:
+        files = files[:max_frames]
+    if not files:
+        raise AnimlcmError(f"{folder}: no skeleton images (png/jpg) in this folder")
+    images = [read_image(p) for p in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise AnimlcmError(
+            f"{folder}: the images have different sizes {sorted(shapes)}; resize them to one size"
+        )
+    return np.stack(images)

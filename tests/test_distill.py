@@ -1,0 +1,365 @@
+"""`animlcm distill` end to end on a tiny cache: method presets and flags, the dataset, every method's two
+stages, bit-exact resume with the real networks, the NaN guard, the CLI, and `train-teacher`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from animlcm.cache import Manifest, ManifestEntry, VideoWriter, schema
+from animlcm.errors import AnimlcmError
+from animlcm.stages.distill.config import DistillConfig
+from animlcm.stages.distill.methods import METHODS, method_switches
+
+SIZE, FRAMES = 128, 6  # 16x16 latents
+
+
+def write_tiny_cache(
+    root: Path, videos: int = 2, frames: int = FRAMES, seed: int = 0, nan: bool = False
+) -> Path:
+    """A cache through the cache writer API: smooth random frames, latents, masks, faces."""
+    rng = np.random.default_rng(seed)
+    h = SIZE // 8
+    for v in range(videos):
+        name = f"clip{v}"
+        base = rng.integers(0, 255, (1, SIZE, SIZE, 3))
+        frames_u8 = np.clip(base + rng.integers(-20, 20, (frames, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+        latents = rng.standard_normal((frames, 4, h, h)).astype(np.float16)
+        if nan:
+            latents[:] = np.nan
+        with VideoWriter(root, name) as w:
+            w.write(schema.FRAMES, frames_u8)
+            w.write(schema.KEYPOINTS, rng.random((frames, 18, 3), dtype=np.float32))
+            w.write(schema.SKELETON, rng.integers(0, 255, (frames, SIZE, SIZE, 3), dtype=np.uint8))
+            w.write(schema.POSE_FOUND, np.ones(frames, bool))
+            w.write(schema.FACE_CROP, rng.integers(0, 255, (frames, 256, 256, 3), dtype=np.uint8))
+            w.write(schema.FACE_BOX, np.zeros((frames, 4), np.float32))
+            w.write(schema.FACE_FOUND, np.arange(frames) % 2 == 0)
+            w.write(schema.LATENTS, latents, {"vae_id": "tiny", "scaling_factor": 0.18215})
+            w.write(schema.MOTION_MASK, rng.random((frames, h, h)) > 0.7, {"delta": 0.2})
+            w.write(schema.SOURCE_INDEX, np.arange(frames))
+            w.set_attrs(fps=8.0, num_frames=frames, height=SIZE, width=SIZE, name=name)
+            w.commit()
+        Manifest(root).update(
+            ManifestEntry(name=name, status="ok", source=f"{name}.mp4", frames=frames, fps=8.0)
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    return write_tiny_cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    from animlcm.models.teacher import TeacherInitConfig, init_teacher
+
+    return init_teacher(TeacherInitConfig(out=tmp_path_factory.mktemp("models") / "teacher"))
+
+
+def _cfg(cache: Path, teacher: Path, out: Path, **kw) -> DistillConfig:
+    base = DistillConfig.from_preset("tiny")
+    kw.setdefault("max_steps", 2)
+    return dataclasses.replace(base, cache=cache, teacher=teacher, out=out, progress=False, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_method_presets_and_explicit_flags_win():
+    cfg = DistillConfig(method="dancelcm", stage="spatial").with_method_defaults()
+    assert (cfg.segments, cfg.aux_head, cfg.motion_weight, cfg.face_tokens) == (2, 0.1, 0.5, True)
+    ablation = DistillConfig(method="dancelcm", segments=1, face_tokens=False).with_method_defaults()
+    assert ablation.segments == 1 and ablation.face_tokens is False and ablation.aux_head == 0.1
+
+    spatial = method_switches("cosec", "spatial")
+    temporal = method_switches("cosec", "temporal")
+    assert (spatial["eta"], spatial["cons"], spatial["w"], spatial["temporal_sdm"]) == (0.1, 0.02, 2.5, 0.0)
+    assert (temporal["eta"], temporal["cons"], temporal["w"]) == (0.05, 0.0, 1.5)
+    assert temporal["temporal_sdm"] > 0 and spatial["share_reference"] is True
+
+    alcm = DistillConfig(method="animatelcm", stage="spatial", preset="tiny").with_method_defaults()
+    assert alcm.train_modules == "lora" and alcm.lora_init_strategy and alcm.timestep_weighting == (0.5, 2.0)
+    assert alcm.lora_rank == 4  # rank 64 capped for the 32-wide tiny layers
+    assert DistillConfig(method="animatelcm", preset="sd15").with_method_defaults().lora_rank == 64
+    assert (
+        DistillConfig(method="animatelcm", stage="temporal").with_method_defaults().train_modules == "motion"
+    )
+    for m in METHODS:
+        for s in ("spatial", "temporal"):
+            DistillConfig(method=m, stage=s).with_method_defaults()  # every preset validates
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(method="fast"), "unknown method 'fast'"),
+        (dict(stage="3d"), "unknown stage '3d'"),
+        (dict(num_ddim_steps=33), "num_ddim_steps must divide 1000"),
+        (dict(w_range=(3.0, 1.0)), "w_min <= w_max"),
+        (dict(temporal_sdm=0.1), "temporal_sdm needs clips"),
+        (dict(train_modules="lora", lora_rank=0), "needs --lora-rank"),
+    ],
+)
+def test_config_validation(change, message):
+    with pytest.raises(AnimlcmError, match=message):
+        dataclasses.replace(DistillConfig(), **change).with_method_defaults()
+
+
+def test_yaml_and_flags_layer_over_method(tmp_path):
+    from animlcm.config import resolve_config
+
+    yml = tmp_path / "run.yaml"
+    yml.write_text("method: dancelcm\nsegments: 4\nw_range: [2, 6]\n")
+    cfg = resolve_config(DistillConfig, "tiny", yml, {"aux_head": 0.0}).with_method_defaults()
+    assert (
+        cfg.segments == 4 and cfg.aux_head == 0.0 and cfg.motion_weight == 0.5 and cfg.w_range == (2.0, 6.0)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_dataset_samples(tiny_cache, tmp_path):
+    from animlcm.stages.distill.data import DistillDataset
+
+    ds = DistillDataset(
+        tiny_cache, num_frames=3, stride=2, second_reference=True, other_reference=True, seed=3
+    )
+    item = ds[5]
+    assert item["latents"].shape == (4, 3, 16, 16) and item["latents"].dtype == torch.float32
+    assert item["pose"]["skeleton"].shape == (3, 3, SIZE, SIZE) and 0 <= item["pose"]["skeleton"].min()
+    assert item["pose"]["skeleton"].max() <= 1 and item["motion_mask"].shape == (1, 3, 16, 16)
+    assert item["ref_image"].shape == (3, SIZE, SIZE) and item["ref_latent"].shape == (4, 16, 16)
+    assert item["ref_face"].shape == (3, 256, 256)
+    idx = item["frame_index"].tolist()
+    assert idx == [idx[0], idx[0] + 2, idx[0] + 4]  # stride 2: 1 + 2*2 <= 6 frames
+    # 4 frames at stride 2 would need 7: the stride shrinks to what fits instead of failing
+    wide = DistillDataset(tiny_cache, num_frames=4, stride=2)[0]["frame_index"].tolist()
+    assert wide == [wide[0] + i for i in range(4)]
+    # the reference latent is the cached latent of the reference frame, the clip's latents are the clip's
+    from animlcm.cache import CacheReader
+
+    with CacheReader(tiny_cache).open(f"clip{int(item['video_index'])}") as e:
+        assert torch.equal(item["latents"][:, 1], torch.from_numpy(e.latents(idx[1]).astype(np.float32)))
+        lat = e.latents(slice(None)).astype(np.float32)
+    assert any(torch.equal(item["ref_latent"], torch.from_numpy(x)) for x in lat)
+    assert any(torch.equal(item["ref2_latent"], torch.from_numpy(x)) for x in lat)
+    assert not torch.equal(item["ref_latent"], item["ref2_latent"])  # two different frames, same video
+    assert not any(torch.equal(item["other_latent"], torch.from_numpy(x)) for x in lat)  # another video
+    # a pure function of (seed, index): what makes resume exact
+    again = ds[5]
+    assert all(torch.equal(item[k], again[k]) for k in ("latents", "ref_latent", "other_latent"))
+
+    one = write_tiny_cache(tmp_path / "one", videos=1)
+    with pytest.raises(AnimlcmError, match="CoNS.*one video"):
+        DistillDataset(one, other_reference=True)
+    with pytest.raises(AnimlcmError, match="shorter than 9 frames"):
+        DistillDataset(one, num_frames=9)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+@pytest.mark.parametrize("method", METHODS)
+def test_method_spatial_then_temporal(method, tiny_cache, tiny_teacher, tmp_path):
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.trainer import run
+
+    spatial = run(_cfg(tiny_cache, tiny_teacher, tmp_path / "s", method=method, stage="spatial"))
+    temporal = run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "t", method=method, stage="temporal", num_frames=2,
+             init=tmp_path / "s", max_steps=1)
+    )  # fmt: skip
+    for res in (spatial, temporal):
+        assert all(math.isfinite(v) for v in res.last_terms.values()), res.last_terms
+        log = [json.loads(x) for x in (res.out / "log.jsonl").read_text().splitlines()]
+        assert log[-1]["step"] == res.steps
+    expected_terms = {
+        "lcm": {"cd"}, "dancelcm": {"cd", "aux"}, "cosec": {"cd", "eta", "cons"}, "animatelcm": {"cd"},
+    }[method]  # fmt: skip
+    assert set(spatial.last_terms) == expected_terms | {"loss"}
+    if method == "cosec":
+        assert set(temporal.last_terms) == {
+            "loss",
+            "cd",
+            "eta",
+            "temporal_sdm",
+        }  # CoNS is 0 in the temporal stage
+    loaded = load_model_folder(temporal.result)
+    assert loaded.kind == "student" and loaded.meta["method"] == method and loaded.meta["stage"] == "temporal"
+    assert loaded.meta["segments"] == (2 if method == "dancelcm" else 1)
+    assert loaded.meta["ablation"] == ""  # the method's full configuration
+    assert (loaded.net.face_projector is not None) == (method == "dancelcm")
+    if method == "animatelcm":
+        # the spatial student is a LoRA on the teacher; the temporal one is full weights (LoRA merged)
+        spatial_student = load_model_folder(spatial.result)
+        assert (Path(spatial.result) / "lora").is_dir()
+        assert spatial_student.meta["base_teacher"] == str(Path(tiny_teacher).resolve())
+
+
+def test_animatelcm_init_strategy_lora_reaches_target_by_ema(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """Temporal stage: the target starts without the spatial LoRA and gains it through the EMA."""
+    from animlcm.stages.distill import trainer
+
+    run_s = trainer.run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "s", method="animatelcm", max_steps=1, lr=0.05)
+    )
+    seen = {}
+    real_train = trainer.train
+
+    def spy(job, cfg, **kw):
+        lora_b = [n for n in job.target_names if "lora_B" in n][0]
+        seen["target0"] = dict(job.target.named_parameters())[lora_b].detach().clone()
+        seen["student"] = dict(job.student.named_parameters())[lora_b].detach().clone()
+        out = real_train(job, cfg, **kw)
+        seen["target1"] = dict(job.target.named_parameters())[lora_b].detach().clone()
+        return out
+
+    monkeypatch.setattr(trainer, "train", spy)
+    trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "t", method="animatelcm", stage="temporal",
+                     num_frames=2, init=run_s.out, max_steps=1, ema=0.5))  # fmt: skip
+    assert seen["student"].abs().sum() > 0 and torch.count_nonzero(seen["target0"]) == 0
+    torch.testing.assert_close(seen["target1"], 0.5 * seen["student"])  # one EMA step at mu = 0.5
+
+
+def test_distill_resume_is_bit_exact(tiny_cache, tiny_teacher, tmp_path):
+    """The must-pass test: 6 steps straight == 3 steps + --resume + 3 steps (student and EMA target)."""
+    from safetensors.torch import load_file
+
+    from animlcm.stages.distill.trainer import run
+
+    kw = dict(method="dancelcm", face_tokens=False, lr=1e-3, checkpoint_every=3, w_range=(1.0, 3.0))
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "a", max_steps=6, **kw))
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "b", max_steps=3, **kw))
+    torch.manual_seed(999)  # a new process starts from another global RNG state
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "b", max_steps=6, resume=True, **kw))
+    for name in ("student.safetensors", "target.safetensors"):
+        a = load_file(str(tmp_path / "a/checkpoints/step-0000006" / name))
+        b = load_file(str(tmp_path / "b/checkpoints/step-0000006" / name))
+        assert a.keys() == b.keys() and len(a) > 10
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    a = load_file(str(tmp_path / "a/student/model.safetensors"))
+    b = load_file(str(tmp_path / "b/student/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    s3 = load_file(str(tmp_path / "b/checkpoints/step-0000003/student.safetensors"))
+    assert any(
+        not torch.equal(s3[k], a_k)
+        for k, a_k in load_file(str(tmp_path / "a/checkpoints/step-0000006/student.safetensors")).items()
+    )  # fmt: skip  (it trained)
+    la = (tmp_path / "a/log.jsonl").read_text().splitlines()
+    lb = (tmp_path / "b/log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["loss"] for x in la] == [json.loads(x)["loss"] for x in lb]
+    # resuming with different method settings is refused, naming the setting
+    with pytest.raises(AnimlcmError, match="segments: 2 -> 4"):
+        run(_cfg(tiny_cache, tiny_teacher, tmp_path / "b", max_steps=7, resume=True, **{**kw, "segments": 4}))
+
+
+def test_nan_guard_names_step_and_term(tiny_teacher, tmp_path):
+    from animlcm.stages.distill.trainer import run
+
+    bad = write_tiny_cache(tmp_path / "nan", nan=True)
+    with pytest.raises(AnimlcmError, match=r"step 1: loss term 'cd' is nan"):
+        run(_cfg(bad, tiny_teacher, tmp_path / "r", method="lcm"))
+
+
+def test_existing_run_needs_resume(tiny_cache, tiny_teacher, tmp_path):
+    from animlcm.stages.distill.trainer import run
+
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1, teacher_free=True))
+    with pytest.raises(AnimlcmError, match="already holds checkpoints; pass --resume"):
+        run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1))
+    with pytest.raises(AnimlcmError, match="nothing to resume"):
+        run(_cfg(tiny_cache, tiny_teacher, tmp_path / "new", method="lcm", resume=True))
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+    from animlcm.models.io import load_model_folder
+
+    runner = CliRunner()
+    res = runner.invoke(app, [
+        "train-teacher", "--cache", str(tiny_cache), "--out", str(tmp_path / "tt"), "--max-steps", "2",
+        "--batch-size", "1", "--cond-drop", "0.5", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    teacher = tmp_path / "tt" / "teacher"
+    assert load_model_folder(teacher).kind == "teacher"
+    res = runner.invoke(app, [
+        "train-teacher", "--cache", str(tiny_cache), "--out", str(tmp_path / "tt2"), "--init", str(teacher),
+        "--stage", "temporal", "--frames", "2", "--max-steps", "1", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    log = [json.loads(x) for x in (tmp_path / "tt" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["mse"]) for r in log)
+
+    res = runner.invoke(app, [
+        "distill", "--cache", str(tiny_cache), "--teacher", str(teacher), "--out", str(tmp_path / "d"),
+        "--method", "dancelcm", "--stage", "spatial", "--max-steps", "1", "--segments", "4",
+        "--no-face-tokens",
+        "--timestep-weighting", "0.5,2", "--w-range", "1,3", "--loss", "l2", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = (tmp_path / "d" / "config.yaml").read_text()
+    assert "segments: 4" in saved and "face_tokens: false" in saved and "loss: l2" in saved
+    assert "aux_head: 0.1" in saved  # the method's value where no flag was given
+    meta = json.loads((tmp_path / "d" / "student" / "animlcm.json").read_text())["meta"]
+    assert meta["ablation"] == "loss=l2,segments=4,face_tokens=off,timestep_weighting=0.5,2"
+    assert meta["recommended_timesteps"] == [999, 759, 499, 259] and meta["segment_edges"] == [
+        0,
+        259,
+        499,
+        759,
+        999,
+    ]
+    res = runner.invoke(app, ["distill", "--cache", str(tiny_cache), "--teacher", str(teacher), "--out",
+                              str(tmp_path / "e"), "--timestep-weighting", "half"])  # fmt: skip
+    assert res.exit_code != 0 and "--timestep-weighting 'half'" in str(res.exception)
+
+
+def test_teacher_step_drops_condition(tiny_cache, tiny_teacher):
+    """The CFG condition drop: dropped steps see the unconditional branch (and still give finite losses)."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.teacher_training import TeacherTrainConfig, teacher_step
+
+    loaded = load_model_folder(tiny_teacher)
+    batch = torch.utils.data.default_collate([DistillDataset(tiny_cache)[0]])
+    drops = []
+    for p, seeds in ((0.0, range(3)), (0.99, range(3))):
+        cfg = TeacherTrainConfig(cond_drop=p, face_tokens=False)
+        for s in seeds:
+            loss, terms = teacher_step(batch, loaded.net, loaded.net, loaded.schedule, cfg,
+                                       torch.Generator().manual_seed(s), loaded.vae)  # fmt: skip
+            assert torch.isfinite(loss)
+            drops.append(float(terms["dropped"]))
+    assert drops == [0.0] * 3 + [1.0] * 3
+
+
+@pytest.mark.parametrize("share, calls", [(True, 1), (False, 3)])
+def test_reference_features_computed_once_and_shared(share, calls, tiny_cache, tiny_teacher):
+    """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.step import DistillModels, distill_step
+    from animlcm.stages.distill.trainer import with_heads
+
+    cfg = DistillConfig(method="cosec", face_tokens=True, share_reference=share).with_method_defaults()
+    loaded = load_model_folder(tiny_teacher)
+    student = with_heads(loaded.net, True, False)
+    models = DistillModels(student, make_target(student), loaded.net, loaded.schedule, loaded.vae)
+    count = []
+    for net in {id(m.reference_unet): m for m in (student, models.target, loaded.net)}.values():
+        net.reference_unet.register_forward_hook(lambda m, a, o: count.append(a[0].shape[0]))
+    ds = DistillDataset(tiny_cache, second_reference=True, other_reference=True)
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    loss, terms = distill_step(batch, student, models, cfg, torch.Generator().manual_seed(0))
+    assert len(count) == calls and count[0] == 2 * 3  # the student's pass holds ref, ref2 and other
+    assert set(terms) == {"cd", "eta", "cons"} and torch.isfinite(loss)
+    loss.backward()
+    assert student.unet.conv_in.weight.grad is not None  # gradients reach the student

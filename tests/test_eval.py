@@ -1,0 +1,137 @@
+"""`animlcm eval` on a tiny cache: metrics.json schema, the markdown table, the plot; cache pose sources."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from animlcm.config import resolve_config
+from animlcm.errors import AnimlcmError
+from animlcm.stages.evaluate import EvalConfig, report, run
+from animlcm.stages.render import sources
+
+
+def write_tiny_cache(root, names=("clip_a", "clip_b"), frames=4, size=128, fps=12.0):
+    """A cache folder with every required dataset, written through the cache's own writer."""
+    from animlcm.cache import schema
+    from animlcm.cache.writer import STATUS_OK, Manifest, ManifestEntry, VideoWriter
+    from animlcm.stages.extract.skeleton import draw_skeletons, pad_layout
+    from animlcm.synth.motion import dance_keypoints
+
+    for k, name in enumerate(names):
+        kp = pad_layout(dance_keypoints(k, frames, (size, size)))
+        skel = draw_skeletons(kp, size, size)
+        rgb = np.full((frames, size, size, 3), 40 + 30 * k, np.uint8)
+        rgb[skel.max(-1) > 0] = 220  # a "person" where the skeleton is
+        h = size // 8
+        with VideoWriter(root, name) as w:
+            w.write(schema.FRAMES, rgb)
+            w.write(schema.KEYPOINTS, kp)
+            w.write(schema.SKELETON, skel)
+            w.write(schema.POSE_FOUND, np.ones(frames, bool))
+            w.write(schema.FACE_CROP, np.zeros((frames, 256, 256, 3), np.uint8))
+            w.write(schema.FACE_BOX, np.zeros((frames, 4), np.float32))
+            w.write(schema.FACE_FOUND, np.zeros(frames, bool))
+            w.write(
+                schema.LATENTS,
+                np.zeros((frames, 4, h, h), np.float16),
+                {"vae_id": "x", "scaling_factor": 1.0},
+            )
+            w.write(schema.MOTION_MASK, np.zeros((frames, h, h), bool), {"delta": 0.2})
+            w.write(schema.SOURCE_INDEX, np.arange(frames))
+            w.set_attrs(fps=fps, num_frames=frames, height=size, width=size, name=name)
+            w.commit()
+        Manifest(root).update(
+            ManifestEntry(name=name, status=STATUS_OK, source=f"{name}.mp4", frames=frames, fps=fps)
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return write_tiny_cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    """A tiny 'student' run folder whose meta names its method and its teacher (a folder beside it)."""
+    from animlcm.models.io import save_model_folder
+    from animlcm.models.presets import tiny_network
+    from animlcm.models.vae import build_tiny_vae
+
+    d = tmp_path_factory.mktemp("runs")
+    vae = build_tiny_vae()
+    save_model_folder(
+        tiny_network(seed=0, face_tokens=False, aux_head=False), vae, d / "teacher", kind="teacher"
+    )
+    meta = {"method": "dancelcm", "ablation": "no-face", "teacher": str(d / "teacher")}
+    net = tiny_network(seed=1, face_tokens=False, aux_head=False)
+    save_model_folder(net, vae, d / "student", kind="student", meta=meta)
+    return d / "student"
+
+
+def test_cache_pose_source_has_real_frames(cache):
+    clip = sources.load_pose_source(f"{cache}:clip_b", 128, 128, max_frames=3)
+    assert clip.kind == "cache" and clip.fps == 12.0 and clip.frames.shape == (3, 128, 128, 3)
+    assert clip.skeleton.shape == (3, 128, 128, 3) and clip.keypoints.shape == (3, 134, 3)
+    with pytest.raises(AnimlcmError, match="no video 'nope'"):
+        sources.load_pose_source(f"{cache}:nope", 128, 128)
+
+
+def test_eval_sweep_writes_schema_table_and_plot(cache, student_dir, tmp_path):
+    from test_eval_metrics import _stand_in_lpips
+
+    _stand_in_lpips(tmp_path / "lpips.safetensors")
+    cfg = resolve_config(
+        EvalConfig,
+        "tiny",
+        None,
+        dict(model=student_dir, cache=cache, out=tmp_path / "eval", sweep=True, student_steps=(1, 2),
+             teacher_steps=(2, 3), max_frames=3, progress=False, device="cpu",
+             lpips_weights=tmp_path / "lpips.safetensors"),
+    )  # fmt: skip
+    result = run(cfg)
+    data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rows = data["rows"]
+    assert [(r["method"], r["steps"]) for r in rows] == [
+        ("dancelcm", 1),
+        ("dancelcm", 2),
+        ("teacher", 2),
+        ("teacher", 3),
+    ]
+    for r in rows:
+        assert set(report.ROW_KEYS) <= set(r)
+        assert 0 <= r["l1"] <= 1 and r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["lpips"] >= 0
+        assert r["seconds_per_frame"] > 0 and r["peak_memory_mb"] > 0
+    assert rows[0]["ablation"] == "no-face" and rows[-1]["ablation"] == "-"
+    assert data["meta"]["videos"] == 2
+    table = result.table.read_text()
+    assert (
+        table.count("\n") == 2 + 4
+        and "| dancelcm | no-face | 1 |" in table
+        and "| teacher | - | 3 |" in table
+    )
+    assert result.plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_errors(cache, student_dir, tmp_path):
+    with pytest.raises(AnimlcmError, match="needs --cache"):
+        resolve_config(EvalConfig, "tiny", None, dict(model=student_dir))
+    with pytest.raises(AnimlcmError, match="not an animlcm cache"):
+        run(resolve_config(EvalConfig, "tiny", None, dict(model=student_dir, cache=tmp_path, progress=False)))
+    (tmp_path / "lone").mkdir()
+    from animlcm.models.io import save_model_folder
+    from animlcm.models.presets import tiny_network
+
+    save_model_folder(
+        tiny_network(face_tokens=False, aux_head=False), None, tmp_path / "lone" / "s", kind="student"
+    )
+    cfg = resolve_config(
+        EvalConfig, "tiny", None,
+        dict(model=tmp_path / "lone" / "s", cache=cache, sweep=True, max_frames=2, progress=False,
+             device="cpu", out=tmp_path / "e"),
+    )  # fmt: skip
+    with pytest.raises(AnimlcmError, match="records no teacher"):
+        run(cfg)

@@ -1,0 +1,133 @@
+"""`animlcm render` end to end on the tiny preset: mp4 + preview out, conditioning once, clear errors."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from animlcm.config import resolve_config
+from animlcm.errors import AnimlcmError
+from animlcm.stages.render import RenderConfig, pipeline, run, videoio
+from animlcm.stages.render.run import preview_path
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A tiny teacher folder (what `animlcm teacher init --preset tiny` writes), face tokens off for speed."""
+    from animlcm.models.io import save_model_folder
+    from animlcm.models.presets import tiny_network
+    from animlcm.models.vae import build_tiny_vae
+
+    out = tmp_path_factory.mktemp("models") / "teacher"
+    save_model_folder(
+        tiny_network(seed=0, face_tokens=False, aux_head=False), build_tiny_vae(), out, kind="teacher"
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A reference image and a 6-frame skeleton video at 10 fps (the built-in dance, drawn by extract)."""
+    from animlcm.stages.render.run import builtin_dance
+
+    d = tmp_path_factory.mktemp("inputs")
+    clip = builtin_dance(96, 64, 6)
+    videoio.write_video(d / "pose.mp4", clip.skeleton, fps=10)
+    ref = np.zeros((120, 80, 3), np.uint8)
+    ref[20:110, 25:55] = (200, 120, 90)
+    videoio.write_image(d / "ref.png", ref)
+    return d
+
+
+def _cfg(**kw) -> RenderConfig:
+    base = dict(steps=1, progress=False, window=4, overlap=1, device="cpu")
+    return resolve_config(RenderConfig, "tiny", None, {**base, **kw})
+
+
+def _probe(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return (
+            sum(1 for _ in c.decode(s)),
+            float(s.average_rate),
+            (s.codec_context.height, s.codec_context.width),
+        )
+
+
+def test_render_writes_mp4_preview_and_frames(teacher_dir, inputs, tmp_path):
+    out = tmp_path / "out.mp4"
+    res = run(_cfg(reference=inputs / "ref.png", pose=str(inputs / "pose.mp4"), model=teacher_dir, out=out,
+                   steps=2, max_frames=5, frames_dir=tmp_path / "frames"))  # fmt: skip
+    assert _probe(out) == (5, 10.0, (128, 128))  # frame count and the driving fps survive
+    assert res.num_frames == 5 and res.sampler == "consistency"
+    prev = videoio.read_image(preview_path(out))
+    assert preview_path(out).name == "out.preview.png" and prev.shape[1] > prev.shape[0] > 128
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 5
+    assert set(res.timings) == {"conditioning", "denoising", "decode"}
+
+
+def test_teacher_sampler_and_builtin_dance(teacher_dir, inputs, tmp_path):
+    out = tmp_path / "t.mp4"
+    res = run(_cfg(reference=inputs / "ref.png", model=teacher_dir, out=out, teacher=True, steps=2, cfg=2.0,
+                   max_frames=3))  # fmt: skip
+    assert res.sampler.startswith("teacher DDIM") and _probe(out)[0] == 3
+
+
+def _tiny_model(teacher_dir):
+    from animlcm.stages.render.model import load_render_model
+
+    return load_render_model(teacher_dir, preset="tiny", device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_conditioning_computed_once_and_seeded(teacher_dir, inputs):
+    model = _tiny_model(teacher_dir)
+    calls = {"n": 0}
+    encode = model.net.encode_conditioning
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return encode(*a, **k)
+
+    model.net.encode_conditioning = counting
+    ref = np.full((128, 128, 3), 128, np.uint8)
+    skel = np.zeros((7, 128, 128, 3), np.uint8)
+    s = pipeline.SamplerSettings(steps=3, window=4, overlap=2, seed=5)
+    a = pipeline.render_clip(model, ref, skel, s)
+    assert calls["n"] == 1  # 3 steps x 3 windows of network calls, one conditioning
+    assert a.calls == 3 * 3 and a.frames.shape == (7, 128, 128, 3)
+    b = pipeline.render_clip(model, ref, skel, s)
+    np.testing.assert_array_equal(a.frames, b.frames)  # same seed, same video
+    c = pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(steps=3, window=4, overlap=2, seed=6))
+    assert not np.array_equal(a.frames, c.frames)
+    d = pipeline.render_clip(
+        model, ref, skel, pipeline.SamplerSettings(steps=2, segments=2, deterministic=True)
+    )
+    assert d.sampler == "segmented consistency, K=2, deterministic" and d.calls == 2  # one window
+
+
+def test_clear_errors(teacher_dir, inputs, tmp_path):
+    ok = dict(
+        reference=inputs / "ref.png", pose=str(inputs / "pose.mp4"), model=teacher_dir, out=tmp_path / "o.mp4"
+    )
+    with pytest.raises(AnimlcmError, match="nope.png: reference image not found"):
+        run(_cfg(**{**ok, "reference": tmp_path / "nope.png"}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnimlcmError, match="no skeleton images"):
+        run(_cfg(**{**ok, "pose": str(tmp_path / "empty")}))
+    with pytest.raises(AnimlcmError, match="not a teacher or student folder"):
+        run(_cfg(**{**ok, "model": tmp_path / "empty"}))
+    with pytest.raises(AnimlcmError, match="not divisible by 8"):
+        _cfg(**{**ok, "height": 100})
+    with pytest.raises(AnimlcmError, match="at least 1 sampling step"):
+        _cfg(**{**ok, "steps": 0})
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_no_model_without_builtin_student_says_pass_model(inputs, tmp_path, monkeypatch):
+    from animlcm.stages.render import model as model_mod
+
+    monkeypatch.setattr(model_mod, "BUILTIN_STUDENT", tmp_path / "absent")
+    with pytest.raises(AnimlcmError, match="pass --model DIR"):
+        run(_cfg(reference=inputs / "ref.png", out=tmp_path / "o.mp4"))

@@ -1,0 +1,127 @@
+"""`animlcm teacher init` / `teacher info`, and the sd15 preset's one-line errors (no network needed)."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from animlcm.errors import AnimlcmError
+
+
+@pytest.fixture(scope="module")
+def app():
+    from animlcm.cli import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def teacher(app, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "T"
+    result = CliRunner().invoke(app, ["teacher", "init", "--preset", "tiny", "--aux-head", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_init_writes_a_loadable_teacher(teacher):
+    from animlcm.models.io import load_model_folder
+    from animlcm.models.network import parameter_counts
+    from animlcm.models.teacher import folder_info
+
+    out, output = teacher
+    assert "wrote" in output and "unet (motion modules)" in output
+    loaded = load_model_folder(out)
+    assert loaded.kind == "teacher" and loaded.net.aux_head is not None and loaded.vae is not None
+    info = folder_info(out)
+    assert info.counts == parameter_counts(loaded.net)  # counted on the meta device == the real thing
+    assert info.prediction_type == "v_prediction" and info.pose_maps == ["skeleton"] and info.vae
+
+
+def test_info_prints_parts_counts_and_prediction_type(app, teacher):
+    out, _ = teacher
+    result = CliRunner().invoke(app, ["teacher", "info", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for text in (
+        "unet (spatial)",
+        "unet (motion modules)",
+        "reference_unet",
+        "pose_guider",
+        "image_encoder",
+        "face_projector",
+        "aux_head",
+        "v_prediction",
+        "zero-SNR True",
+        "trailing",
+    ):
+        assert text in result.output
+
+
+def test_info_on_a_non_model_folder_is_one_line(app, tmp_path):
+    result = CliRunner().invoke(app, ["teacher", "info", str(tmp_path)])
+    assert isinstance(result.exception, AnimlcmError)
+    assert "not a teacher or student folder" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_init_options_flow_into_the_folder(app, tmp_path):
+    from animlcm.models.teacher import folder_info
+
+    out = tmp_path / "E"
+    result = CliRunner().invoke(
+        app,
+        [
+            "teacher",
+            "init",
+            "--out",
+            str(out),
+            "--schedule",
+            "sd15",
+            "--no-face-tokens",
+            "--pose-maps",
+            "skeleton,depth",
+            "--dtype",
+            "float16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    info = folder_info(out)
+    assert (
+        info.prediction_type == "epsilon" and not info.face_tokens and info.pose_maps == ["skeleton", "depth"]
+    )
+    assert "face_projector" not in info.counts
+
+
+def test_sd15_without_parts_names_each_missing_part(app, tmp_path):
+    result = CliRunner().invoke(app, ["teacher", "init", "--preset", "sd15", "--out", str(tmp_path / "S")])
+    assert isinstance(result.exception, AnimlcmError)
+    lines = str(result.exception).splitlines()
+    assert len(lines) == 4
+    for flag in ("--vae", "--unet", "--motion-adapter", "--image-encoder"):
+        assert sum(flag in line for line in lines) >= 1
+    assert not (tmp_path / "S").exists() and not (tmp_path / "S.tmp").exists()
+
+
+def test_sd15_unreachable_parts_fail_with_one_line_each(monkeypatch, tmp_path):
+    """Bogus hub ids and paths: one line per part, without waiting on network retries."""
+    import animlcm.models.presets as presets
+    from animlcm.models.presets import Sd15Parts, load_sd15_parts
+
+    monkeypatch.setattr(presets, "hub_reachable", lambda timeout=3.0: False)
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    with pytest.raises(AnimlcmError) as err:
+        load_sd15_parts(
+            Sd15Parts("bogus-user/no-such-sd15-xyz", str(tmp_path / "missing" / "dir"), str(not_a_model))
+        )
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("--unet bogus-user/no-such-sd15-xyz") and "unreachable" in lines[0]
+    assert lines[1].startswith("--motion-adapter") and "no such folder" in lines[1]
+    assert lines[2].startswith("--image-encoder") and "no config.json" in lines[2]
+
+
+def test_teacher_sub_app_takes_more_commands():
+    from animlcm.cli.teacher import teacher_app
+
+    assert isinstance(teacher_app, typer.Typer)
+    assert {c.name for c in teacher_app.registered_commands} >= {"init", "info"}
