@@ -258,9 +258,12 @@ def load_model_folder(
         if (vae_dir / "config.json").exists():
             from diffusers import AutoencoderKL
 
-            loaded_vae = (
-                AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True).to(device, dtype).eval()
-            )
+            # torch_dtype at load time (not .to(dtype) after): diffusers keeps the parts that must stay
+            # float32 in float32 that way, and warns on every load otherwise
+            loaded_vae = AutoencoderKL.from_pretrained(
+                str(vae_dir), use_safetensors=True, torch_dtype=dtype
+            ).to(device)
+            loaded_vae.eval()
     return LoadedModel(
         net=net, vae=loaded_vae, schedule=schedule, kind=data["kind"], meta=meta, path=directory
     )

@@ -87,7 +87,7 @@ def _timed(timings: dict[str, float], key: str, device: torch.device):
 def image_tensor(image: np.ndarray, device, dtype) -> torch.Tensor:
     """uint8 (H, W, 3) -> (1, 3, H, W) in [0, 1]."""
     return (
-        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device=device, dtype=dtype)
+        torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].to(device=device, dtype=dtype)
         / 255.0
     )
 
