@@ -21,6 +21,10 @@ import numpy as np
 
 
 def animlcm(*args: str) -> None:
+    if args[0] in ("train-teacher", "distill"):
+        out = Path(args[args.index("--out") + 1])
+        if any((out / "checkpoints").glob("step-*")):  # a killed build: continue its run bit-exactly
+            args = (*args, "--resume")
     cmd = [sys.executable, "-m", "animlcm", *args]
     print("$ animlcm " + " ".join(args), flush=True)
     subprocess.run(cmd, check=True)
@@ -44,11 +48,14 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--vae-steps", type=int, default=4000)
-    parser.add_argument("--teacher-steps", type=int, default=3000, help="spatial teacher steps")
-    parser.add_argument("--teacher-temporal-steps", type=int, default=400)
-    parser.add_argument("--student-steps", type=int, default=600, help="spatial distillation steps")
-    parser.add_argument("--student-temporal-steps", type=int, default=200)
+    parser.add_argument("--teacher-steps", type=int, default=4000, help="spatial teacher steps")
+    parser.add_argument("--teacher-temporal-steps", type=int, default=200)
+    parser.add_argument("--student-steps", type=int, default=400, help="spatial distillation steps")
+    parser.add_argument("--student-temporal-steps", type=int, default=100)
     parser.add_argument("--method", default="dancelcm")
+    # a tiny network trained from scratch in a few thousand steps needs a larger step than SD fine-tuning
+    parser.add_argument("--teacher-lr", type=float, default=4e-4)
+    parser.add_argument("--student-lr", type=float, default=1e-4)
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -89,18 +96,21 @@ def main() -> int:
         "--teacher", str(teacher0)))  # fmt: skip
     step("train teacher (spatial)", teacher_s / "teacher" / "animlcm.json", lambda: animlcm(
         "train-teacher", "--cache", str(cache), "--init", str(teacher0), "--out", str(teacher_s),
-        "--stage", "spatial", "--max-steps", str(args.teacher_steps)))  # fmt: skip
+        "--stage", "spatial", "--max-steps", str(args.teacher_steps),
+        "--lr", str(args.teacher_lr)))  # fmt: skip
     step("train teacher (temporal)", teacher_t / "teacher" / "animlcm.json", lambda: animlcm(
         "train-teacher", "--cache", str(cache), "--init", str(teacher_s / "teacher"), "--out", str(teacher_t),
-        "--stage", "temporal", "--max-steps", str(args.teacher_temporal_steps)))  # fmt: skip
+        "--stage", "temporal", "--max-steps", str(args.teacher_temporal_steps),
+        "--lr", str(args.teacher_lr)))  # fmt: skip
     teacher = teacher_t / "teacher"
     step("distill (spatial)", student_s / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
-        "--stage", "spatial", "--out", str(student_s), "--max-steps", str(args.student_steps)))  # fmt: skip
+        "--stage", "spatial", "--out", str(student_s), "--max-steps", str(args.student_steps),
+        "--lr", str(args.student_lr)))  # fmt: skip
     step("distill (temporal)", student_t / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
         "--stage", "temporal", "--init", str(student_s), "--out", str(student_t),
-        "--max-steps", str(args.student_temporal_steps)))  # fmt: skip
+        "--max-steps", str(args.student_temporal_steps), "--lr", str(args.student_lr)))  # fmt: skip
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
