@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from animlcm.config import resolve_config
 from animlcm.errors import AnimlcmError
@@ -82,15 +83,19 @@ def test_cache_pose_source_has_real_frames(cache):
 
 def test_eval_sweep_writes_schema_table_and_plot(cache, student_dir, tmp_path):
     from test_eval_metrics import _stand_in_lpips
+    from test_frechet import StandInClips, StandInFrames
 
     _stand_in_lpips(tmp_path / "lpips.safetensors")
+    torch.jit.save(torch.jit.script(StandInFrames()), tmp_path / "fid.pt")
+    torch.jit.save(torch.jit.script(StandInClips()), tmp_path / "fvd.pt")
     cfg = resolve_config(
         EvalConfig,
         "tiny",
         None,
         dict(model=student_dir, cache=cache, out=tmp_path / "eval", sweep=True, student_steps=(1, 2),
              teacher_steps=(2, 3), max_frames=3, progress=False, device="cpu",
-             lpips_weights=tmp_path / "lpips.safetensors"),
+             lpips_weights=tmp_path / "lpips.safetensors", fid_model=tmp_path / "fid.pt",
+             fvd_model=tmp_path / "fvd.pt"),
     )  # fmt: skip
     result = run(cfg)
     data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -104,8 +109,9 @@ def test_eval_sweep_writes_schema_table_and_plot(cache, student_dir, tmp_path):
     for r in rows:
         assert set(report.ROW_KEYS) <= set(r)
         assert 0 <= r["l1"] <= 1 and r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["lpips"] >= 0
+        assert r["fid"] >= 0 and r["fvd"] >= 0
         assert r["seconds_per_frame"] > 0 and r["peak_memory_mb"] > 0
-    assert rows[0]["ablation"] == "no-face" and rows[-1]["ablation"] == "-"
+    assert rows[0]["ablation"] == "no-face" and rows[-1]["ablation"] == ""
     assert data["meta"]["videos"] == 2
     table = result.table.read_text()
     assert (

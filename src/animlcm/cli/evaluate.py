@@ -36,6 +36,12 @@ def register(app: typer.Typer) -> None:
         lpips_weights: Annotated[
             OptPath, typer.Option("--lpips-weights", help="LPIPS-AlexNet safetensors: adds an LPIPS column.")
         ] = None,
+        fid_model: Annotated[
+            OptPath, typer.Option("--fid-model", help="TorchScript inception (clean-fid): adds FID.")
+        ] = None,
+        fvd_model: Annotated[
+            OptPath, typer.Option("--fvd-model", help="TorchScript I3D (StyleGAN-V): adds FVD.")
+        ] = None,
         max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
         max_frames: Annotated[OptInt, typer.Option("--max-frames")] = None,
         seed: Annotated[OptInt, typer.Option("--seed")] = None,
@@ -55,7 +61,8 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(
             model=model, cache=cache, out=out, sweep=sweep or None, teacher=teacher, steps=steps,
-            cfg=cfg_scale, lpips_weights=lpips_weights, max_videos=max_videos, max_frames=max_frames,
+            cfg=cfg_scale, lpips_weights=lpips_weights, fid_model=fid_model, fvd_model=fvd_model,
+            max_videos=max_videos, max_frames=max_frames,
             seed=seed, window=window, overlap=overlap, device=device, dtype=dtype,
         )  # fmt: skip
         result = run(resolve_config(EvalConfig, preset, config, overrides))

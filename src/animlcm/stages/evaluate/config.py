@@ -28,6 +28,10 @@ class EvalConfig:
     """The teacher's CFG scale."""
     lpips_weights: Path | None = None
     """LPIPS-AlexNet weights (safetensors, see stages/evaluate/lpips.py): adds an lpips column."""
+    fid_model: Path | None = None
+    """TorchScript FID network (clean-fid's inception-2015-12-05.pt): adds a fid column (over all frames)."""
+    fvd_model: Path | None = None
+    """TorchScript FVD network (StyleGAN-V's i3d_torchscript.pt): adds an fvd column (over clips)."""
     max_videos: int | None = None
     max_frames: int | None = None
     seed: int = 0

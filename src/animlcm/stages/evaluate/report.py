@@ -12,7 +12,7 @@ ROW_KEYS = ("method", "ablation", "steps", "l1", "psnr", "ssim", "seconds_per_fr
 @dataclass
 class MetricRow:
     method: str  # "teacher" for teacher rows, else the student's method name
-    ablation: str  # e.g. "full", "no-face"; "-" when none
+    ablation: str  # e.g. "no-face", "segments=1"; empty for a method's full configuration and the teacher
     steps: int
     l1: float
     psnr: float
@@ -52,7 +52,7 @@ def markdown_table(rows: list[MetricRow]) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.method, r.ablation, str(r.steps), f"{r.l1:.4f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
+        cells = [r.method, r.ablation or "-", str(r.steps), f"{r.l1:.4f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
         cells += [f"{r.extra[k]:.4f}" if k in r.extra else "-" for k in extra_keys]
         cells += [f"{r.seconds_per_frame:.4f}", f"{r.peak_memory_mb:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

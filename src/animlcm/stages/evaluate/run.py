@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from animlcm.errors import AnimlcmError
@@ -58,11 +59,15 @@ def evaluate(
     settings: SamplerSettings,
     *,
     method: str,
-    ablation: str = "-",
+    ablation: str = "",
     lpips_net=None,
+    fid_net=None,
+    fvd_net=None,
 ) -> report.MetricRow:
-    """One row: render every clip with ``settings``, average the metrics over clips, time it."""
-    per_clip, seconds, frames = [], 0.0, 0
+    """One row: render every clip with ``settings``, average the metrics over clips, time it.
+
+    FID (over all frames) and FVD (over clips) are set-level, so they come once per row, not per clip."""
+    per_clip, seconds, frames, generated = [], 0.0, 0, []
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     for clip in clips:
@@ -73,8 +78,18 @@ def evaluate(
         if lpips_net is not None:
             m["lpips"] = float(lpips_net(metrics.to_unit(out.frames), metrics.to_unit(clip.frames)).mean())
         per_clip.append(m)
+        generated.append(out.frames)
     avg = metrics.mean_rows(per_clip)
     extra = {k: v for k, v in avg.items() if k not in ("l1", "psnr", "ssim")}
+    if fid_net is not None:
+        from animlcm.stages.evaluate.frechet import fid
+
+        real_frames = np.concatenate([c.frames for c in clips])
+        extra["fid"] = fid(fid_net, np.concatenate(generated), real_frames)
+    if fvd_net is not None:
+        from animlcm.stages.evaluate.frechet import fvd
+
+        extra["fvd"] = fvd(fvd_net, generated, [c.frames for c in clips])
     return report.MetricRow(
         method=method,
         ablation=ablation,
@@ -106,8 +121,12 @@ def run(cfg: EvalConfig) -> EvalResult:
         from animlcm.stages.evaluate.lpips import load_lpips
 
         lpips_net = load_lpips(cfg.lpips_weights)
+    from animlcm.stages.evaluate.frechet import load_feature_net
+
+    fid_net = None if cfg.fid_model is None else load_feature_net(cfg.fid_model, device)
+    fvd_net = None if cfg.fvd_model is None else load_feature_net(cfg.fvd_model, device)
     method = str(student.meta.get("method") or "student")
-    ablation = str(student.meta.get("ablation") or "-")
+    ablation = str(student.meta.get("ablation") or "")
     base = dict(cfg=cfg.cfg, seed=cfg.seed, window=cfg.window, overlap=cfg.overlap)
 
     # (model, settings, method) for every row; the teacher loads only for a sweep
@@ -134,9 +153,18 @@ def run(cfg: EvalConfig) -> EvalResult:
             if id(model) not in warmed:
                 _warm_up(model, clips[0], settings)
                 warmed.add(id(model))
-            row_ablation = "-" if name == "teacher" else ablation
+            row_ablation = "" if name == "teacher" else ablation
             rows.append(
-                evaluate(model, clips, settings, method=name, ablation=row_ablation, lpips_net=lpips_net)
+                evaluate(
+                    model,
+                    clips,
+                    settings,
+                    method=name,
+                    ablation=row_ablation,
+                    lpips_net=lpips_net,
+                    fid_net=fid_net,
+                    fvd_net=fvd_net,
+                )
             )
             advance(i + 1)
 
