@@ -47,13 +47,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
-    parser.add_argument(
-        "--teacher", type=Path, default=ROOT / "src" / "animlcm" / "assets" / "tiny" / "teacher"
-    )
+    assets = ROOT / "src" / "animlcm" / "assets" / "tiny"
+    parser.add_argument("--teacher", type=Path, default=assets / "teacher")
     parser.add_argument("--train-cache", type=Path, default=ROOT / "runs" / "build_models" / "cache")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--spatial-steps", type=int, default=300)
-    parser.add_argument("--temporal-steps", type=int, default=100)
+    parser.add_argument("--spatial-steps", type=int, default=200)
+    parser.add_argument("--temporal-steps", type=int, default=50)
+    parser.add_argument(
+        "--lr", type=float, default=1e-4, help="the same for every variant (see build_models)"
+    )
     parser.add_argument("--identities", type=int, default=4)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--student-steps", default="1,2,4,8")
@@ -67,23 +69,8 @@ def main() -> int:
 
     heldout, cache = work / "heldout", work / "heldout_cache"
     if not (heldout / "synth.json").exists():
-        animlcm(
-            "synth",
-            "--out",
-            str(heldout),
-            "--identities",
-            str(args.identities),
-            "--clips",
-            "1",
-            "--frames",
-            str(args.frames),
-            "--size",
-            "128",
-            "--seed",
-            "0",
-            "--split",
-            "heldout",
-        )
+        synth = f"--identities {args.identities} --clips 1 --frames {args.frames} --size 128 --seed 0"
+        animlcm("synth", "--out", str(heldout), *synth.split(), "--split", "heldout")
     if not (cache / "manifest.json").exists():
         animlcm(
             "extract",
@@ -96,28 +83,25 @@ def main() -> int:
             str(args.teacher),
         )
 
-    rows: list[dict] = []
+    budget = {
+        "teacher": str(args.teacher),
+        "teacher_build": _read_json(args.teacher.parent / "build.json"),
+        "distill": {
+            "spatial_steps": args.spatial_steps,
+            "temporal_steps": args.temporal_steps,
+            "lr": args.lr,
+        },
+        "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
+    }
     teacher_eval = work / "eval_teacher"
     if not (teacher_eval / "metrics.json").exists():
-        animlcm(
-            "eval",
-            "--model",
-            str(args.teacher),
-            "--teacher",
-            str(args.teacher),
-            "--cache",
-            str(cache),
-            "--out",
-            str(teacher_eval),
-            "--sweep",
-            "--config",
-            str(_steps_yaml(work, "", args.teacher_steps)),
-        )
-    rows += [
-        r for r in json.loads((teacher_eval / "metrics.json").read_text())["rows"] if r["method"] == "teacher"
-    ]
+        steps = _steps_yaml(work, "", args.teacher_steps)
+        animlcm("eval", "--model", str(args.teacher), "--teacher", str(args.teacher), "--cache", str(cache),
+                "--out", str(teacher_eval), "--sweep", "--config", str(steps))  # fmt: skip
+    rows = [r for r in _rows(teacher_eval) if r["method"] == "teacher"]
+    _write(args.out, budget, rows)
 
-    for name in args.variants:
+    for name in args.variants:  # results are rewritten after every variant: a long run shows as it goes
         method, flags = VARIANTS[name]
         spatial, temporal = work / f"{name}_spatial", work / f"{name}_temporal"
         common = [
@@ -129,65 +113,33 @@ def main() -> int:
             method,
             *flags,
         ]
+        common += ["--lr", str(args.lr)]
         if not (spatial / "student").exists():
-            animlcm(
-                "distill",
-                *common,
-                "--stage",
-                "spatial",
-                "--out",
-                str(spatial),
-                "--max-steps",
-                str(args.spatial_steps),
-            )
+            animlcm("distill", *common, "--stage", "spatial", "--out", str(spatial),
+                    "--max-steps", str(args.spatial_steps))  # fmt: skip
         if not (temporal / "student").exists():
-            animlcm(
-                "distill",
-                *common,
-                "--stage",
-                "temporal",
-                "--init",
-                str(spatial),
-                "--out",
-                str(temporal),
-                "--max-steps",
-                str(args.temporal_steps),
-            )
+            animlcm("distill", *common, "--stage", "temporal", "--init", str(spatial), "--out", str(temporal),
+                    "--max-steps", str(args.temporal_steps))  # fmt: skip
         result = work / f"eval_{name}"
         if not (result / "metrics.json").exists():
-            animlcm(
-                "eval",
-                "--model",
-                str(temporal),
-                "--cache",
-                str(cache),
-                "--out",
-                str(result),
-                "--sweep",
-                "--config",
-                str(_steps_yaml(work, args.student_steps, "")),
-            )
-        rows += [
-            r for r in json.loads((result / "metrics.json").read_text())["rows"] if r["method"] != "teacher"
-        ]
-
-    from animlcm.stages.evaluate import report
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    budget = {
-        "teacher": str(args.teacher),
-        "teacher_build": _read_json(args.teacher.parent / "build.json"),
-        "distill_steps": {"spatial": args.spatial_steps, "temporal": args.temporal_steps},
-        "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
-    }
-    (args.out / "quality.json").write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
-    metric_rows = [
-        report.MetricRow(**{k: r.get(k) for k in report.MetricRow.__dataclass_fields__}) for r in rows
-    ]
-    (args.out / "quality.md").write_text(report.markdown_table(metric_rows))
-    report.plot_sweep(metric_rows, args.out / "quality.png")
+            steps = _steps_yaml(work, args.student_steps, "")
+            animlcm("eval", "--model", str(temporal), "--cache", str(cache), "--out", str(result), "--sweep",
+                    "--config", str(steps))  # fmt: skip
+        rows += [r for r in _rows(result) if r["method"] != "teacher"]
+        _write(args.out, budget, rows)
     print((args.out / "quality.md").read_text())
     return 0
+
+
+def _write(out: Path, budget: dict, rows: list[dict]) -> None:
+    from animlcm.stages.evaluate import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
+    fields = report.MetricRow.__dataclass_fields__
+    metric_rows = [report.MetricRow(**{k: r[k] for k in fields if k in r}) for r in rows]
+    (out / "quality.md").write_text(report.markdown_table(metric_rows))
+    report.plot_sweep(metric_rows, out / "quality.png")
 
 
 def _steps_yaml(work: Path, student: str, teacher: str) -> Path:
