@@ -1,4 +1,5 @@
-"""Options shared by every subcommand (``--preset``, ``--config``)."""
+"""Options shared by several subcommands: ``--preset``, ``--config``, the training-loop flags of `distill`
+and `train-teacher`, the sampling flags of `render` and `eval`, and the ``Optional`` aliases typer needs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,35 @@ from typing import Annotated, Optional
 
 import typer
 
+# noqa: UP045 throughout: typer needs Optional on Python 3.10
+OptFloat = Optional[float]  # noqa: UP045
+OptInt = Optional[int]  # noqa: UP045
+OptStr = Optional[str]  # noqa: UP045
+OptBool = Optional[bool]  # noqa: UP045
+OptPath = Optional[Path]  # noqa: UP045
+
 PresetOpt = Annotated[
     str, typer.Option("--preset", help="Size preset: tiny (CPU, tests) or sd15 (real size).")
 ]
 ConfigOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional on 3.10
+    OptPath,
     typer.Option("--config", help="YAML file of settings; command-line flags override it.", dir_okay=False),
 ]
+
+# --- training loop (`distill`, `train-teacher`)
+CacheOpt = Annotated[OptPath, typer.Option("--cache", help="Cache folder from `animlcm extract`.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
+MaxStepsOpt = Annotated[OptInt, typer.Option("--max-steps", help="Optimizer steps in total.")]
+CheckpointEveryOpt = Annotated[OptInt, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")]
+BatchSizeOpt = Annotated[OptInt, typer.Option("--batch-size", help="Samples per process and micro-step.")]
+GradAccumOpt = Annotated[OptInt, typer.Option("--grad-accum", help="Gradient accumulation steps.")]
+FramesOpt = Annotated[OptInt, typer.Option("--frames", help="Frames per clip (temporal stage).")]
+MixedPrecisionOpt = Annotated[OptStr, typer.Option("--mixed-precision", help="no | fp16 | bf16.")]
+NumWorkersOpt = Annotated[OptInt, typer.Option("--num-workers", help="DataLoader workers.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+
+# --- sampling (`render`, `eval`)
+SeedOpt = Annotated[OptInt, typer.Option("--seed")]
+MaxFramesOpt = Annotated[OptInt, typer.Option("--max-frames")]
+DeviceOpt = Annotated[OptStr, typer.Option("--device", help="auto | cpu | cuda[:N]")]
+DtypeOpt = Annotated[OptStr, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16")]

@@ -5,19 +5,30 @@ override the method preset (``--method dancelcm --segments 1`` is DanceLCM witho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import (
+    BatchSizeOpt,
+    CacheOpt,
+    CheckpointEveryOpt,
+    ConfigOpt,
+    FramesOpt,
+    GradAccumOpt,
+    MaxStepsOpt,
+    MixedPrecisionOpt,
+    NumWorkersOpt,
+    OptBool,
+    OptFloat,
+    OptInt,
+    OptPath,
+    OptStr,
+    PresetOpt,
+    ProgressOpt,
+    ResumeOpt,
+)
 from animlcm.errors import AnimlcmError
-
-# noqa: UP045 throughout: typer needs Optional on Python 3.10
-OptFloat = Optional[float]  # noqa: UP045
-OptInt = Optional[int]  # noqa: UP045
-OptStr = Optional[str]  # noqa: UP045
-OptBool = Optional[bool]  # noqa: UP045
-OptPath = Optional[Path]  # noqa: UP045
 
 
 def parse_pair(value: str | None, flag: str) -> tuple[float, float] | None:
@@ -54,9 +65,7 @@ def loop_summary(title: str, result, extra: dict[str, str]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("distill")
     def distill(
-        cache: Annotated[
-            OptPath, typer.Option("--cache", help="Cache folder from `animlcm extract`.")
-        ] = None,
+        cache: CacheOpt = None,
         teacher: Annotated[OptPath, typer.Option("--teacher", help="Teacher model folder.")] = None,
         out: Annotated[
             OptPath, typer.Option("--out", help="Run folder (config, log, checkpoints, student).")
@@ -70,35 +79,25 @@ def register(app: typer.Typer) -> None:
         init: Annotated[
             OptPath, typer.Option("--init", help="Start from this run's student (the spatial run).")
         ] = None,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
-        ] = False,
-        max_steps: Annotated[OptInt, typer.Option("--max-steps", help="Optimizer steps in total.")] = None,
-        checkpoint_every: Annotated[
-            OptInt, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
-        ] = None,
-        mixed_precision: Annotated[
-            OptStr, typer.Option("--mixed-precision", help="no | fp16 | bf16.")
-        ] = None,
+        resume: ResumeOpt = False,
+        max_steps: MaxStepsOpt = None,
+        checkpoint_every: CheckpointEveryOpt = None,
+        mixed_precision: MixedPrecisionOpt = None,
         gradient_checkpointing: Annotated[
             OptBool,
             typer.Option(
                 "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."
             ),
         ] = None,
-        batch_size: Annotated[
-            OptInt, typer.Option("--batch-size", help="Samples per process and micro-step.")
-        ] = None,
-        grad_accum: Annotated[
-            OptInt, typer.Option("--grad-accum", help="Gradient accumulation steps.")
-        ] = None,
-        frames: Annotated[OptInt, typer.Option("--frames", help="Frames per clip (temporal stage).")] = None,
+        batch_size: BatchSizeOpt = None,
+        grad_accum: GradAccumOpt = None,
+        frames: FramesOpt = None,
         frame_stride: Annotated[
             OptInt, typer.Option("--frame-stride", help="Stride between clip frames.")
         ] = None,
         lr: Annotated[OptFloat, typer.Option("--lr", help="Learning rate (default: the method's).")] = None,
         seed: Annotated[OptInt, typer.Option("--seed", help="Seed of data, noise and timesteps.")] = None,
-        num_workers: Annotated[OptInt, typer.Option("--num-workers", help="DataLoader workers.")] = None,
+        num_workers: NumWorkersOpt = None,
         adam_8bit: Annotated[
             OptBool, typer.Option("--adam-8bit/--no-adam-8bit", help="bitsandbytes AdamW8bit.")
         ] = None,
@@ -162,9 +161,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--teacher-free/--no-teacher-free", help="DDIM target from the real latent."),
         ] = None,
         train_modules: Annotated[OptStr, typer.Option("--train-modules", help="all | motion | lora.")] = None,
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
-        ] = True,
+        progress: ProgressOpt = True,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
-
-OptPath = Optional[Path]  # noqa: UP045 - typer needs Optional on 3.10
-OptInt = Optional[int]  # noqa: UP045
+from animlcm.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MaxFramesOpt,
+    OptFloat,
+    OptInt,
+    OptPath,
+    PresetOpt,
+    SeedOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +39,7 @@ def register(app: typer.Typer) -> None:
             OptPath, typer.Option("--teacher", help="Teacher folder (default: the run's).")
         ] = None,
         steps: Annotated[OptInt, typer.Option("--steps", help="Student steps without --sweep.")] = None,
-        cfg_scale: Annotated[Optional[float], typer.Option("--cfg", help="Teacher CFG scale.")] = None,  # noqa: UP045
+        cfg_scale: Annotated[OptFloat, typer.Option("--cfg", help="Teacher CFG scale.")] = None,
         lpips_weights: Annotated[
             OptPath, typer.Option("--lpips-weights", help="LPIPS-AlexNet safetensors: adds an LPIPS column.")
         ] = None,
@@ -43,12 +50,12 @@ def register(app: typer.Typer) -> None:
             OptPath, typer.Option("--fvd-model", help="TorchScript I3D (StyleGAN-V): adds FVD.")
         ] = None,
         max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
-        max_frames: Annotated[OptInt, typer.Option("--max-frames")] = None,
-        seed: Annotated[OptInt, typer.Option("--seed")] = None,
+        max_frames: MaxFramesOpt = None,
+        seed: SeedOpt = None,
         window: Annotated[OptInt, typer.Option("--window")] = None,
         overlap: Annotated[OptInt, typer.Option("--overlap")] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,  # noqa: UP045
-        dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16")] = None,  # noqa: UP045
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptInt, OptStr, PresetOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -17,21 +17,21 @@ def register(app: typer.Typer) -> None:
         student: Annotated[Path, typer.Argument(help="Student folder (animlcm distill) or teacher folder.")],
         out: Annotated[Path, typer.Option("--out", help="Folder to write the checkpoint files into.")],
         fmt: Annotated[
-            Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+            OptStr,
             typer.Option("--format", help="auto (the imported teacher's; default), moore-aa or champ."),
         ] = None,
         steps: Annotated[
-            Optional[int],  # noqa: UP045
+            OptInt,
             typer.Option(
                 "--steps", help="Sampling steps written to the README/scheduler config (default 4)."
             ),
         ] = None,
         dtype: Annotated[
-            Optional[str],  # noqa: UP045
+            OptStr,
             typer.Option("--dtype", help="auto (the imported files' dtype), float32, float16 or bfloat16."),
         ] = None,
         file_format: Annotated[
-            Optional[str],  # noqa: UP045
+            OptStr,
             typer.Option("--file-format", help="pth (what the original scripts load) or safetensors."),
         ] = None,
         overwrite: Annotated[

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptFloat, OptInt, OptPath, OptStr, PresetOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -17,45 +17,43 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option("--out", help="Cache folder (created; resumable).", file_okay=False)
         ],
-        fps: Annotated[Optional[float], typer.Option("--fps", help="Resample to this frame rate.")] = None,  # noqa: UP045
+        fps: Annotated[OptFloat, typer.Option("--fps", help="Resample to this frame rate.")] = None,
         max_frames: Annotated[
-            Optional[int], typer.Option("--max-frames", help="At most this many frames per video.")  # noqa: UP045
+            OptInt, typer.Option("--max-frames", help="At most this many frames per video.")
         ] = None,
         pose: Annotated[
-            Optional[str],  # noqa: UP045
+            OptStr,
             typer.Option(
                 "--pose", help="mediapipe (default, embedded) | dwpose | groundtruth (VIDEO.pose.npz)."
             ),
         ] = None,
         dwpose_weights: Annotated[
-            Optional[Path],  # noqa: UP045
+            OptPath,
             typer.Option(
                 "--dwpose-weights", help="Folder with yolox_l.onnx + dw-ll_ucoco_384.onnx.", file_okay=False
             ),
         ] = None,
         detect_size: Annotated[
-            Optional[int],  # noqa: UP045
+            OptInt,
             typer.Option(
                 "--detect-size", help="Detect pose/faces at this longer side (default: source size)."
             ),
         ] = None,
         motion_delta: Annotated[
-            Optional[float], typer.Option("--motion-delta", help="Motion-mask threshold (DanceLCM eq. 6).")  # noqa: UP045
+            OptFloat, typer.Option("--motion-delta", help="Motion-mask threshold (DanceLCM eq. 6).")
         ] = None,
-        vae: Annotated[
-            Optional[str], typer.Option("--vae", help="VAE folder or hub id (sd15 needs one).")  # noqa: UP045
-        ] = None,
+        vae: Annotated[OptStr, typer.Option("--vae", help="VAE folder or hub id (sd15 needs one).")] = None,
         teacher: Annotated[
-            Optional[Path], typer.Option("--teacher", help="Teacher folder: use its vae/.", file_okay=False)  # noqa: UP045
+            OptPath, typer.Option("--teacher", help="Teacher folder: use its vae/.", file_okay=False)
         ] = None,
         smpl_model: Annotated[
-            Optional[Path],  # noqa: UP045
+            OptPath,
             typer.Option("--smpl-model", help="SMPL model folder: also write depth/normal/semantic maps."),
         ] = None,
         shard: Annotated[
-            Optional[str], typer.Option("--shard", help="i/n: process the i-th (0-based) of n slices.")  # noqa: UP045
+            OptStr, typer.Option("--shard", help="i/n: process the i-th (0-based) of n slices.")
         ] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N].")] = None,  # noqa: UP045
+        device: Annotated[OptStr, typer.Option("--device", help="auto | cpu | cuda[:N].")] = None,
         retry_failed: Annotated[
             bool, typer.Option("--retry-failed", help="Retry videos that failed before, even if unchanged.")
         ] = False,

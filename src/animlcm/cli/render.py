@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MaxFramesOpt,
+    OptBool,
+    OptFloat,
+    OptInt,
+    OptPath,
+    OptStr,
+    PresetOpt,
+    SeedOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +27,7 @@ def register(app: typer.Typer) -> None:
     def render(
         reference: Annotated[Path, typer.Argument(help="Reference image (the person to animate).")],
         pose: Annotated[
-            Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+            OptStr,
             typer.Option(
                 "--pose",
                 help="RGB video, skeleton video, folder of skeleton images, or CACHE_DIR:video_name. "
@@ -23,7 +35,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         model: Annotated[
-            Optional[Path],  # noqa: UP045
+            OptPath,
             typer.Option(
                 "--model", help="Student run folder (distill) or teacher folder. Default: built-in student."
             ),
@@ -31,26 +43,26 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option("--out", help="Output mp4; the preview goes to OUT.preview.png.")
         ] = Path("out.mp4"),
-        steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (1-8 student).")] = None,  # noqa: UP045
+        steps: Annotated[OptInt, typer.Option("--steps", help="Sampling steps (1-8 student).")] = None,
         teacher: Annotated[
             bool, typer.Option("--teacher", help="Teacher DDIM + CFG sampler instead.")
         ] = False,
-        cfg_scale: Annotated[Optional[float], typer.Option("--cfg", help="CFG scale for --teacher.")] = None,  # noqa: UP045
+        cfg_scale: Annotated[OptFloat, typer.Option("--cfg", help="CFG scale for --teacher.")] = None,
         segments: Annotated[
-            Optional[int], typer.Option("--segments", help="Walk K segment edges (segmented students).")  # noqa: UP045
+            OptInt, typer.Option("--segments", help="Walk K segment edges (segmented students).")
         ] = None,
         deterministic: Annotated[
             bool, typer.Option("--deterministic", help="No fresh noise between consistency steps.")
         ] = False,
-        seed: Annotated[Optional[int], typer.Option("--seed")] = None,  # noqa: UP045
-        window: Annotated[Optional[int], typer.Option("--window", help="Frames per context window.")] = None,  # noqa: UP045
-        overlap: Annotated[Optional[int], typer.Option("--overlap", help="Frames shared by windows.")] = None,  # noqa: UP045
-        max_frames: Annotated[Optional[int], typer.Option("--max-frames")] = None,  # noqa: UP045
+        seed: SeedOpt = None,
+        window: Annotated[OptInt, typer.Option("--window", help="Frames per context window.")] = None,
+        overlap: Annotated[OptInt, typer.Option("--overlap", help="Frames shared by windows.")] = None,
+        max_frames: MaxFramesOpt = None,
         frames_dir: Annotated[
-            Optional[Path], typer.Option("--frames-dir", help="Also write one PNG per frame here.")  # noqa: UP045
+            OptPath, typer.Option("--frames-dir", help="Also write one PNG per frame here.")
         ] = None,
         align: Annotated[
-            Optional[bool],  # noqa: UP045
+            OptBool,
             typer.Option(
                 "--align/--no-align", help="Scale/shift the driving skeleton onto the reference person."
             ),
@@ -60,12 +72,12 @@ def register(app: typer.Typer) -> None:
             typer.Option("--random", help="Random weights at the preset's size (timing without weights)."),
         ] = False,
         pose_kind: Annotated[
-            Optional[str], typer.Option("--pose-kind", help="auto | skeleton | rgb (how to read a video).")  # noqa: UP045
+            OptStr, typer.Option("--pose-kind", help="auto | skeleton | rgb (how to read a video).")
         ] = None,
-        height: Annotated[Optional[int], typer.Option("--height")] = None,  # noqa: UP045
-        width: Annotated[Optional[int], typer.Option("--width")] = None,  # noqa: UP045
-        device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,  # noqa: UP045
-        dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16")] = None,  # noqa: UP045
+        height: Annotated[OptInt, typer.Option("--height")] = None,
+        width: Annotated[OptInt, typer.Option("--width")] = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptStr, PresetOpt
 
 smpl_app = typer.Typer(
     name="smpl",
@@ -25,7 +25,7 @@ def convert(
     src: Annotated[Path, typer.Argument(help="Official SMPL pickle (SMPL_NEUTRAL.pkl, basicModel_*.pkl).")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (DIR/smpl/SMPL_<GENDER>.npz).")],
     gender: Annotated[
-        Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+        OptStr,
         typer.Option("--gender", help="neutral|male|female (default: from the file name)."),
     ] = None,
     preset: PresetOpt = "tiny",

@@ -2,44 +2,43 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptFloat, OptInt, OptPath, OptStr, PresetOpt
 
 
 def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
         out: Annotated[
-            Optional[Path],  # noqa: UP045 - typer needs Optional on 3.10
+            OptPath,
             typer.Option(
                 "--out", help="Output folder: idNNN_clipMM.mp4 + .pose.npz, synth.json.", file_okay=False
             ),
         ] = None,
-        identities: Annotated[Optional[int], typer.Option("--identities", help="Number of dancers.")] = None,  # noqa: UP045
-        clips: Annotated[Optional[int], typer.Option("--clips", help="Clips per dancer.")] = None,  # noqa: UP045
-        frames: Annotated[Optional[int], typer.Option("--frames", help="Frames per clip.")] = None,  # noqa: UP045
+        identities: Annotated[OptInt, typer.Option("--identities", help="Number of dancers.")] = None,
+        clips: Annotated[OptInt, typer.Option("--clips", help="Clips per dancer.")] = None,
+        frames: Annotated[OptInt, typer.Option("--frames", help="Frames per clip.")] = None,
         size: Annotated[
-            Optional[int], typer.Option("--size", help="Square frame size in pixels (sets height and width).")  # noqa: UP045
+            OptInt, typer.Option("--size", help="Square frame size in pixels (sets height and width).")
         ] = None,
         height: Annotated[
-            Optional[int],  # noqa: UP045
+            OptInt,
             typer.Option("--height", help="Frame height (overrides --size)."),
         ] = None,
         width: Annotated[
-            Optional[int],  # noqa: UP045
+            OptInt,
             typer.Option("--width", help="Frame width (overrides --size)."),
         ] = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the whole set.")] = None,  # noqa: UP045
+        seed: Annotated[OptInt, typer.Option("--seed", help="Seed of the whole set.")] = None,
         split: Annotated[
-            Optional[str],  # noqa: UP045
+            OptStr,
             typer.Option("--split", help="train | heldout (identities and motions train never produces)."),
         ] = None,
-        fps: Annotated[Optional[float], typer.Option("--fps", help="Frames per second.")] = None,  # noqa: UP045
-        crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality (lower is better).")] = None,  # noqa: UP045
+        fps: Annotated[OptFloat, typer.Option("--fps", help="Frames per second.")] = None,
+        crf: Annotated[OptInt, typer.Option("--crf", help="H.264 quality (lower is better).")] = None,
         refs: Annotated[
             bool, typer.Option("--refs", help="Also write refs/idNNN.png: each dancer in a neutral pose.")
         ] = False,

@@ -7,11 +7,11 @@ The sub-app ``teacher_app`` is public so that other modules can add commands to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptBool, OptInt, OptStr, PresetOpt
 
 teacher_app = typer.Typer(
     name="teacher",
@@ -21,7 +21,7 @@ teacher_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Spec = Optional[str]  # noqa: UP045 - typer needs Optional on 3.10
+Spec = OptStr
 
 
 @teacher_app.command("init")
@@ -30,7 +30,7 @@ def init_cmd(
     preset: PresetOpt = "tiny",
     config: ConfigOpt = None,
     random: Annotated[
-        Optional[bool],  # noqa: UP045
+        OptBool,
         typer.Option("--random/--no-random", help="sd15: real-size architecture with random weights."),
     ] = None,
     unet: Annotated[Spec, typer.Option("--unet", help="sd15: SD1.5 folder/hub id (its unet/).")] = None,
@@ -46,15 +46,15 @@ def init_cmd(
         typer.Option("--pose-maps", help="Comma-separated guidance maps: skeleton[,depth,normal,semantic]."),
     ] = None,
     face_tokens: Annotated[
-        Optional[bool],  # noqa: UP045
+        OptBool,
         typer.Option("--face-tokens/--no-face-tokens", help="DanceLCM face tokens after the CLIP token."),
     ] = None,
     aux_head: Annotated[
-        Optional[bool],  # noqa: UP045
+        OptBool,
         typer.Option("--aux-head/--no-aux-head", help="DanceLCM auxiliary x0 head."),
     ] = None,
     champ_attention: Annotated[
-        Optional[bool],  # noqa: UP045
+        OptBool,
         typer.Option(
             "--champ-attention/--no-champ-attention", help="Champ guidance-encoder attention layers."
         ),
@@ -62,7 +62,7 @@ def init_cmd(
     schedule: Annotated[
         Spec, typer.Option("--schedule", help="zero_snr_v (default) or sd15 (epsilon).")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the random weights.")] = None,  # noqa: UP045
+    seed: Annotated[OptInt, typer.Option("--seed", help="Seed of the random weights.")] = None,
     dtype: Annotated[Spec, typer.Option("--dtype", help="Saved dtype: float32, float16, bfloat16.")] = None,
 ) -> None:
     """Write a teacher folder: --preset tiny (random tiny network), or sd15 from diffusers components."""

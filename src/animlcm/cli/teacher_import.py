@@ -7,13 +7,13 @@ Adds the ``import`` command to the ``teacher`` sub-app (flags only; the work is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
+from animlcm.cli.common import ConfigOpt, OptStr, PresetOpt
 
-Spec = Optional[str]  # noqa: UP045 - typer needs Optional on 3.10
+Spec = OptStr
 
 
 def import_cmd(

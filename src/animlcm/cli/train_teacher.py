@@ -3,26 +3,35 @@ stages/distill/teacher_training.py, on the same loop as `animlcm distill`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from animlcm.cli.common import ConfigOpt, PresetOpt
-
-OptFloat = Optional[float]  # noqa: UP045
-OptInt = Optional[int]  # noqa: UP045
-OptStr = Optional[str]  # noqa: UP045
-OptBool = Optional[bool]  # noqa: UP045
-OptPath = Optional[Path]  # noqa: UP045
+from animlcm.cli.common import (
+    BatchSizeOpt,
+    CacheOpt,
+    CheckpointEveryOpt,
+    ConfigOpt,
+    FramesOpt,
+    GradAccumOpt,
+    MaxStepsOpt,
+    MixedPrecisionOpt,
+    NumWorkersOpt,
+    OptBool,
+    OptFloat,
+    OptInt,
+    OptPath,
+    OptStr,
+    PresetOpt,
+    ProgressOpt,
+    ResumeOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train-teacher")
     def train_teacher(
-        cache: Annotated[
-            OptPath, typer.Option("--cache", help="Cache folder from `animlcm extract`.")
-        ] = None,
+        cache: CacheOpt = None,
         out: Annotated[
             OptPath, typer.Option("--out", help="Run folder; the teacher lands in OUT/teacher.")
         ] = None,
@@ -30,20 +39,12 @@ def register(app: typer.Typer) -> None:
         stage: Annotated[
             OptStr, typer.Option("--stage", help="spatial (frames) | temporal (motion modules).")
         ] = None,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
-        ] = False,
-        max_steps: Annotated[OptInt, typer.Option("--max-steps", help="Optimizer steps in total.")] = None,
-        checkpoint_every: Annotated[
-            OptInt, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
-        ] = None,
-        batch_size: Annotated[
-            OptInt, typer.Option("--batch-size", help="Samples per process and micro-step.")
-        ] = None,
-        grad_accum: Annotated[
-            OptInt, typer.Option("--grad-accum", help="Gradient accumulation steps.")
-        ] = None,
-        frames: Annotated[OptInt, typer.Option("--frames", help="Frames per clip (temporal stage).")] = None,
+        resume: ResumeOpt = False,
+        max_steps: MaxStepsOpt = None,
+        checkpoint_every: CheckpointEveryOpt = None,
+        batch_size: BatchSizeOpt = None,
+        grad_accum: GradAccumOpt = None,
+        frames: FramesOpt = None,
         lr: Annotated[OptFloat, typer.Option("--lr", help="Learning rate.")] = None,
         seed: Annotated[OptInt, typer.Option("--seed", help="Seed of weights, data and noise.")] = None,
         cond_drop: Annotated[
@@ -52,16 +53,12 @@ def register(app: typer.Typer) -> None:
         schedule: Annotated[
             OptStr, typer.Option("--schedule", help="Fresh teachers: zero_snr_v | sd15.")
         ] = None,
-        mixed_precision: Annotated[
-            OptStr, typer.Option("--mixed-precision", help="no | fp16 | bf16.")
-        ] = None,
+        mixed_precision: MixedPrecisionOpt = None,
         gradient_checkpointing: Annotated[
             OptBool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Save memory.")
         ] = None,
-        num_workers: Annotated[OptInt, typer.Option("--num-workers", help="DataLoader workers.")] = None,
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
-        ] = True,
+        num_workers: NumWorkersOpt = None,
+        progress: ProgressOpt = True,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
