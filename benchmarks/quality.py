@@ -56,6 +56,9 @@ def main() -> int:
     parser.add_argument(
         "--lr", type=float, default=1e-4, help="the same for every variant (see build_models)"
     )
+    parser.add_argument(
+        "--w", type=float, default=0.5, help="teacher CFG weight in distillation (see build_models)"
+    )
     parser.add_argument("--identities", type=int, default=4)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--student-steps", default="1,2,4,8")
@@ -113,7 +116,7 @@ def main() -> int:
             method,
             *flags,
         ]
-        common += ["--lr", str(args.lr)]
+        common += ["--lr", str(args.lr), "--w", str(args.w)]
         if not (spatial / "student").exists():
             animlcm("distill", *common, "--stage", "spatial", "--out", str(spatial),
                     "--max-steps", str(args.spatial_steps))  # fmt: skip

@@ -50,7 +50,15 @@ def reference_layers(unet) -> list[str]:
 
 
 class _SpatialProcessor(AttnProcessor2_0):
-    """Base: plain SDPA attention that accepts (and by default ignores) the ``reference`` context."""
+    """Base: plain SDPA attention that accepts (and by default ignores) the ``reference`` context.
+
+    Subclasses change only :meth:`keys_values`, the states this call's keys/values come from; the signature
+    with ``reference`` (which diffusers inspects to pass the kwarg on) is written once, here.
+    """
+
+    def __init__(self, index: int | None = None):
+        super().__init__()
+        self.index = index  # layer ``index`` of :func:`reference_layers` (None: not a reference layer)
 
     def __call__(
         self,
@@ -61,53 +69,33 @@ class _SpatialProcessor(AttnProcessor2_0):
         temb=None,
         reference: ReferenceContext | None = None,
     ):
+        encoder_hidden_states = self.keys_values(hidden_states, encoder_hidden_states, reference)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    def keys_values(self, hidden_states, encoder_hidden_states, reference: ReferenceContext | None):
+        return encoder_hidden_states
 
 
 class ReferenceWriteProcessor(_SpatialProcessor):
     """On the reference UNet's ``attn1``: record the layer input, then attend as usual."""
 
-    def __init__(self, index: int):
-        super().__init__()
-        self.index = index
-
-    def __call__(
-        self,
-        attn,
-        hidden_states,
-        encoder_hidden_states=None,
-        attention_mask=None,
-        temb=None,
-        reference: ReferenceContext | None = None,
-    ):
+    def keys_values(self, hidden_states, encoder_hidden_states, reference: ReferenceContext | None):
         if reference is not None and reference.write:
             reference.features[self.index] = hidden_states
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return encoder_hidden_states
 
 
 class ReferenceReadProcessor(_SpatialProcessor):
     """On the denoiser's ``attn1``: keys/values over ``cat([x, ref])``, ``ref`` repeated over the frames."""
 
-    def __init__(self, index: int):
-        super().__init__()
-        self.index = index
-
-    def __call__(
-        self,
-        attn,
-        hidden_states,
-        encoder_hidden_states=None,
-        attention_mask=None,
-        temb=None,
-        reference: ReferenceContext | None = None,
-    ):
+    def keys_values(self, hidden_states, encoder_hidden_states, reference: ReferenceContext | None):
         if reference is not None and not reference.write and reference.features:
             ref = reference.features[self.index]
             if ref.shape[0] != hidden_states.shape[0]:
                 # (B, L, C) reference for (B*F, L, C) frames: frame f of clip b is row b*F + f.
                 ref = ref.repeat_interleave(hidden_states.shape[0] // ref.shape[0], dim=0)
             encoder_hidden_states = torch.cat([hidden_states, ref.to(hidden_states.dtype)], dim=1)
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return encoder_hidden_states
 
 
 def install_processors(unet, write: bool) -> int:

@@ -13,59 +13,26 @@ from pathlib import Path
 
 from animlcm.config import SIZES, check_preset
 from animlcm.errors import AnimlcmError
+from animlcm.stages.distill.loop_config import MIXED_PRECISION as MIXED_PRECISION  # re-exported
+from animlcm.stages.distill.loop_config import RESUMABLE_CHANGES as RESUMABLE_CHANGES  # re-exported
+from animlcm.stages.distill.loop_config import STAGES, LoopSettings
 
-STAGES = ("spatial", "temporal")
 LOSSES = ("huber", "l2")
-MIXED_PRECISION = ("no", "fp16", "bf16")
 TINY_LORA_RANK = 4
-
-# Settings that may change between a run and its ``--resume`` (everything else must match the checkpoint).
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "resume", "progress", "checkpoint_every", "keep_checkpoints", "num_workers", "log_every"}
-)
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """A consistency-distillation run (DESIGN section 4). ``None`` switches take the method's value."""
+class DistillConfig(LoopSettings):
+    """A consistency-distillation run (DESIGN section 4). ``None`` switches take the method's value.
 
-    preset: str = "tiny"
-    # --- inputs / outputs
-    cache: Path | None = None
-    """Cache folder written by `animlcm extract`."""
+    Run folder, stage and loop settings come from ``LoopSettings`` (``init``: start the student from that
+    run's student, e.g. the spatial run for --stage temporal; ``lr`` None: the method's).
+    """
+
     teacher: Path | None = None
     """Teacher model folder (`animlcm teacher init` / `train-teacher` / `import`)."""
-    out: Path | None = None
-    """Run folder: config.yaml, log.jsonl, checkpoints/, student/."""
-    init: Path | None = None
-    """Start the student from this run's (or model folder's) student: the spatial run for --stage temporal."""
-    resume: bool = False
-    """Continue from the newest checkpoint in `out` (bit-exact)."""
-    stage: str = "spatial"
-    """spatial: single frames, motion modules off; temporal: clips, motion modules on."""
     method: str = "lcm"
     """lcm | dancelcm | cosec | animatelcm (a preset of the switches below)."""
-
-    # --- loop
-    max_steps: int = 1000
-    batch_size: int = 1
-    grad_accum: int = 1
-    num_frames: int | None = None
-    """Frames per clip in the temporal stage (None: the size preset's); the spatial stage uses 1."""
-    frame_stride: int = 1
-    lr: float | None = None
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    adam_8bit: bool = False
-    """8-bit AdamW where bitsandbytes is importable (else plain AdamW with a warning)."""
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 1
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
 
     # --- base LCD
     num_ddim_steps: int = 50
@@ -138,10 +105,6 @@ class DistillConfig:
         return cfg
 
     @property
-    def frames_per_sample(self) -> int:
-        return 1 if self.stage == "spatial" else int(self.num_frames or SIZES[self.preset].num_frames)
-
-    @property
     def needs_second_reference(self) -> bool:
         return bool((self.eta or 0) > 0 or (self.temporal_sdm or 0) > 0)
 
@@ -161,18 +124,7 @@ class DistillConfig:
             raise bad(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
         if self.loss is not None and self.loss not in LOSSES:
             raise bad(f"unknown loss '{self.loss}': choose huber or l2")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise bad(f"mixed_precision '{self.mixed_precision}': choose no, fp16 or bf16")
-        for name in (
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "frame_stride",
-            "checkpoint_every",
-            "log_every",
-        ):
-            if getattr(self, name) < 1:
-                raise bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        self.validate_loop(bad)
         if self.num_frames is not None and self.num_frames < 1:
             raise bad(f"num_frames must be >= 1 (got {self.num_frames})")
         if not 1 <= self.num_ddim_steps <= 1000 or 1000 % self.num_ddim_steps:

@@ -18,45 +18,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from animlcm.config import SIZES, check_preset
+from animlcm.config import check_preset
 from animlcm.diffusion.param import add_noise, to_v
 from animlcm.diffusion.schedule import NoiseSchedule
 from animlcm.errors import AnimlcmError
+from animlcm.stages.distill.loop_config import RESUMABLE_CHANGES, STAGES, LoopSettings
 from animlcm.stages.distill.trainer import TrainJob, TrainResult, make_accelerator, prepare_run_dir, train
-
-RESUMABLE_CHANGES = frozenset({"max_steps", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-                               "num_workers", "log_every"})  # fmt: skip
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
-    """A teacher-training run (writes a teacher folder to ``out/teacher``)."""
+class TeacherTrainConfig(LoopSettings):
+    """A teacher-training run (writes a teacher folder to ``out/teacher``).
 
-    preset: str = "tiny"
-    cache: Path | None = None
-    out: Path | None = None
-    """Run folder: config.yaml, log.jsonl, checkpoints/, teacher/."""
-    init: Path | None = None
-    """Start from this teacher folder (required at sd15; tiny builds a fresh seeded network when unset)."""
-    resume: bool = False
-    stage: str = "spatial"
+    ``init``: start from this teacher folder (required at sd15; tiny builds a fresh seeded network when
+    unset). The other run folder, stage and loop settings are ``LoopSettings``'; only these defaults differ.
+    """
+
     max_steps: int = 2000
     batch_size: int = 4
-    grad_accum: int = 1
-    num_frames: int | None = None
-    frame_stride: int = 1
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    adam_8bit: bool = False
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 1
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
     cond_drop: float = 0.1
     """Probability that a step drops the reference (and image tokens): what makes CFG work."""
     schedule: str = "zero_snr_v"
@@ -73,32 +53,17 @@ class TeacherTrainConfig:
             )
         return cls(preset=name)
 
-    @property
-    def frames_per_sample(self) -> int:
-        return 1 if self.stage == "spatial" else int(self.num_frames or SIZES[self.preset].num_frames)
-
     def validate(self) -> None:
         def bad(msg: str) -> AnimlcmError:
             return AnimlcmError(f"train-teacher config: {msg}")
 
-        if self.stage not in ("spatial", "temporal"):
+        if self.stage not in STAGES:
             raise bad(f"unknown stage '{self.stage}': choose spatial or temporal")
         if not 0.0 <= self.cond_drop < 1.0:
             raise bad(f"cond_drop must be in [0, 1) (got {self.cond_drop})")
         if self.schedule not in ("zero_snr_v", "sd15"):
             raise bad(f"schedule '{self.schedule}': choose zero_snr_v or sd15")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise bad(f"mixed_precision '{self.mixed_precision}': choose no, fp16 or bf16")
-        for name in (
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "frame_stride",
-            "checkpoint_every",
-            "log_every",
-        ):
-            if getattr(self, name) < 1:
-                raise bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        self.validate_loop(bad)
 
     def check_paths(self) -> None:
         if self.cache is None or not Path(self.cache).is_dir():

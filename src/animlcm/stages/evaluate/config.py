@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from animlcm.config import SIZES
 from animlcm.errors import AnimlcmError
+from animlcm.stages.sampling_config import SamplingSettings
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    preset: str = "tiny"
+class EvalConfig(SamplingSettings):
+    """Seed, window/overlap, max_frames, height/width, device, dtype: ``SamplingSettings``'."""
+
     model: Path | None = None
     """Student run folder (or a teacher folder evaluated with the consistency sampler)."""
     cache: Path | None = None
@@ -33,26 +34,6 @@ class EvalConfig:
     fvd_model: Path | None = None
     """TorchScript FVD network (StyleGAN-V's i3d_torchscript.pt): adds an fvd column (over clips)."""
     max_videos: int | None = None
-    max_frames: int | None = None
-    seed: int = 0
-    window: int = 16
-    overlap: int = 4
-    height: int = 128
-    width: int = 128
-    device: str = "auto"
-    dtype: str = "auto"
-    progress: bool = True
-
-    @classmethod
-    def from_preset(cls, name: str) -> EvalConfig:
-        size = SIZES[name]
-        return cls(
-            preset=name,
-            height=size.height,
-            width=size.width,
-            window=size.num_frames,
-            overlap=size.num_frames // 4,
-        )
 
     def validate(self) -> None:
         if self.cache is None:
@@ -64,8 +45,7 @@ class EvalConfig:
             raise AnimlcmError(
                 f"resolution {self.height}x{self.width} (HxW) is not divisible by 8; pick multiples of 8"
             )
-        if not 0 <= self.overlap < self.window:
-            raise AnimlcmError(f"--window {self.window} --overlap {self.overlap}: need 0 <= overlap < window")
+        self.validate_window()
         for name in ("max_videos", "max_frames"):
             v = getattr(self, name)
             if v is not None and v < 1:

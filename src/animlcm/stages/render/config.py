@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from animlcm.config import SIZES
 from animlcm.errors import AnimlcmError
+from animlcm.stages.sampling_config import SamplingSettings
 
 
 @dataclass(frozen=True)
-class RenderConfig:
-    preset: str = "tiny"
+class RenderConfig(SamplingSettings):
+    """Seed, window/overlap, max_frames, height/width, device, dtype: ``SamplingSettings``'."""
+
     reference: Path | None = None
     """Reference image (the person to animate)."""
     pose: str | None = None
@@ -30,32 +31,11 @@ class RenderConfig:
     """Walk K segment edges (segmented CD students); None = the student's own setting."""
     deterministic: bool = False
     """No fresh noise between consistency steps."""
-    seed: int = 0
-    window: int = 16
-    overlap: int = 4
-    max_frames: int | None = None
     frames_dir: Path | None = None
     align: bool = False
     """Scale and shift the driving skeleton so its first frame covers the reference person."""
     random: bool = False
     """Build the preset's network with random weights (time real-size rendering without weights)."""
-    height: int = 128
-    width: int = 128
-    device: str = "auto"
-    dtype: str = "auto"
-    """auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | fp16 | bf16."""
-    progress: bool = True
-
-    @classmethod
-    def from_preset(cls, name: str) -> RenderConfig:
-        size = SIZES[name]
-        return cls(
-            preset=name,
-            height=size.height,
-            width=size.width,
-            window=size.num_frames,
-            overlap=size.num_frames // 4,
-        )
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -65,8 +45,7 @@ class RenderConfig:
                 f"resolution {self.height}x{self.width} (HxW) is not divisible by 8 (the VAE works at 1/8); "
                 "pick --height/--width that are multiples of 8"
             )
-        if self.window < 1 or not 0 <= self.overlap < self.window:
-            raise AnimlcmError(f"--window {self.window} --overlap {self.overlap}: need 0 <= overlap < window")
+        self.validate_window()
         if self.max_frames is not None and self.max_frames < 1:
             raise AnimlcmError(f"--max-frames {self.max_frames}: need at least 1 frame")
         if self.segments is not None and self.segments < 1:
