@@ -105,6 +105,12 @@ def test_conditioning_computed_once_and_seeded(teacher_dir, inputs):
         model, ref, skel, pipeline.SamplerSettings(steps=2, segments=2, deterministic=True)
     )
     assert d.sampler == "segmented consistency, K=2, deterministic" and d.calls == 2  # one window
+    # one step with a K=2 student: the segments merge into one jump, i.e. plain 1-step consistency sampling
+    one = dict(steps=1, deterministic=True, seed=5)
+    e = pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(segments=2, **one))
+    f = pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(segments=1, **one))
+    assert e.calls == f.calls == 1
+    np.testing.assert_array_equal(e.frames, f.frames)
 
 
 def test_clear_errors(teacher_dir, inputs, tmp_path):

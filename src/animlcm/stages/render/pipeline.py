@@ -200,6 +200,10 @@ def render_clip(
         return windowed_denoiser(window_out, num_frames, settings.window, settings.overlap)
 
     segments = settings.segments if settings.segments is not None else model.meta.get("segments")
+    if segments is not None:
+        # fewer steps than segments: neighbouring segments merge (one jump over several), so a K=2 student
+        # still samples in 1 step, as DanceLCM reports; K=1 is plain consistency sampling
+        segments = min(int(segments), settings.steps)
     cb = _callback(progress)
     with _timed(timings, "denoising", dev):
         if settings.teacher:
