@@ -21,6 +21,7 @@ from animlcm.stages.distill.trainer import TrainJob, step_generator, train
 @dataclass(frozen=True)
 class LoopCfg:
     max_steps: int = 6
+    max_minutes: float | None = None
     batch_size: int = 2
     grad_accum: int = 1
     lr: float = 1e-2
@@ -143,6 +144,18 @@ def test_checkpoints_atomic_and_strict(tmp_path):
     job2 = _job(tmp_path / "r")
     res = train(job2, LoopCfg(max_steps=8, resume=True))
     assert res.steps == 8
+
+
+def test_max_minutes_stops_with_checkpoint_and_result(tmp_path):
+    job = _job(tmp_path / "m")
+    # a budget every step overruns: the run ends after its first step, as if max_steps were 1
+    res = train(job, LoopCfg(max_steps=50, checkpoint_every=40, max_minutes=1e-9))
+    assert res.steps == 1
+    assert (tmp_path / "m" / "result.txt").read_text() == "done"
+    assert [p.name for p in list_checkpoints(tmp_path / "m")] == ["step-0000001"]
+    # and it continues from there under --resume, to max_steps when the budget allows
+    res = train(_job(tmp_path / "m"), LoopCfg(max_steps=4, resume=True, max_minutes=60.0))
+    assert res.steps == 4
 
 
 def test_nan_guard_names_step_and_term(tmp_path):

@@ -27,6 +27,10 @@ ConfigOpt = Annotated[
 CacheOpt = Annotated[OptPath, typer.Option("--cache", help="Cache folder from `animlcm extract`.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 MaxStepsOpt = Annotated[OptInt, typer.Option("--max-steps", help="Optimizer steps in total.")]
+MaxMinutesOpt = Annotated[
+    OptFloat,
+    typer.Option("--max-minutes", help="Wall-clock budget: stop and write the result after N minutes."),
+]
 CheckpointEveryOpt = Annotated[OptInt, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")]
 BatchSizeOpt = Annotated[OptInt, typer.Option("--batch-size", help="Samples per process and micro-step.")]
 GradAccumOpt = Annotated[OptInt, typer.Option("--grad-accum", help="Gradient accumulation steps.")]

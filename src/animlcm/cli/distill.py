@@ -16,6 +16,7 @@ from animlcm.cli.common import (
     ConfigOpt,
     FramesOpt,
     GradAccumOpt,
+    MaxMinutesOpt,
     MaxStepsOpt,
     MixedPrecisionOpt,
     NumWorkersOpt,
@@ -81,6 +82,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         resume: ResumeOpt = False,
         max_steps: MaxStepsOpt = None,
+        max_minutes: MaxMinutesOpt = None,
         checkpoint_every: CheckpointEveryOpt = None,
         mixed_precision: MixedPrecisionOpt = None,
         gradient_checkpointing: Annotated[
@@ -173,7 +175,8 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             cache=cache, teacher=teacher, out=out, stage=stage, method=method, init=init,
             resume=resume or None,
-            max_steps=max_steps, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision,
+            max_steps=max_steps, max_minutes=max_minutes, checkpoint_every=checkpoint_every,
+            mixed_precision=mixed_precision,
             gradient_checkpointing=gradient_checkpointing, batch_size=batch_size, grad_accum=grad_accum,
             num_frames=frames, frame_stride=frame_stride, lr=lr, seed=seed, num_workers=num_workers,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),

@@ -14,6 +14,7 @@ from animlcm.cli.common import (
     ConfigOpt,
     FramesOpt,
     GradAccumOpt,
+    MaxMinutesOpt,
     MaxStepsOpt,
     MixedPrecisionOpt,
     NumWorkersOpt,
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         resume: ResumeOpt = False,
         max_steps: MaxStepsOpt = None,
+        max_minutes: MaxMinutesOpt = None,
         checkpoint_every: CheckpointEveryOpt = None,
         batch_size: BatchSizeOpt = None,
         grad_accum: GradAccumOpt = None,
@@ -69,6 +71,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(
             cache=cache, out=out, init=init, stage=stage, resume=resume or None, max_steps=max_steps,
+            max_minutes=max_minutes,
             checkpoint_every=checkpoint_every, batch_size=batch_size, grad_accum=grad_accum,
             num_frames=frames,
             lr=lr, seed=seed, cond_drop=cond_drop, schedule=schedule, mixed_precision=mixed_precision,

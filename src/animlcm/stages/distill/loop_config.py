@@ -18,7 +18,16 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 
 # Settings that may change between a run and its ``--resume`` (everything else must match the checkpoint).
 RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "resume", "progress", "checkpoint_every", "keep_checkpoints", "num_workers", "log_every"}
+    {
+        "max_steps",
+        "max_minutes",
+        "resume",
+        "progress",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_workers",
+        "log_every",
+    }
 )
 
 
@@ -41,6 +50,8 @@ class LoopSettings:
 
     # --- loop
     max_steps: int = 1000
+    max_minutes: float | None = None
+    """Wall-clock budget of this run: stop (checkpoint and result written) after the first step past it."""
     batch_size: int = 1
     grad_accum: int = 1
     num_frames: int | None = None
@@ -78,3 +89,5 @@ class LoopSettings:
         ):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise bad(f"max_minutes must be > 0 (got {self.max_minutes})")

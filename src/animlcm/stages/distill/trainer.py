@@ -262,8 +262,16 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
                 )
             rate = (state.step - first_step) / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=state.step, loss=terms["loss"], rate=rate)
+            # a wall-clock budget (--max-minutes) ends the run here, as if max_steps were reached; every
+            # process takes the same decision (the slowest clock wins) so none waits alone in a collective
+            out_of_time = False
+            if cfg.max_minutes is not None:
+                late = torch.tensor(
+                    float(time.perf_counter() - started >= 60 * cfg.max_minutes), device=accelerator.device
+                )
+                out_of_time = bool(accelerator.reduce(late, reduction="max").item())
             # 4. checkpoint every N steps and at the end (so a later --max-steps can continue the run)
-            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps:
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or out_of_time:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(
@@ -277,6 +285,8 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
                         keep=cfg.keep_checkpoints,
                         extra={"seed": cfg.seed},
                     )
+            if out_of_time:
+                break
     accelerator.wait_for_everyone()
     result = job.finish(unwrapped) if accelerator.is_main_process else job.out
     accelerator.wait_for_everyone()
