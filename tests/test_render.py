@@ -137,3 +137,21 @@ def test_no_model_without_builtin_student_says_pass_model(inputs, tmp_path, monk
     monkeypatch.setattr(model_mod, "BUILTIN_STUDENT", tmp_path / "absent")
     with pytest.raises(AnimlcmError, match="pass --model DIR"):
         run(_cfg(reference=inputs / "ref.png", out=tmp_path / "o.mp4"))
+
+
+def test_resolve_device_dtype_names():
+    assert pipeline.resolve_device("cpu", "float32") == (torch.device("cpu"), torch.float32)
+    assert pipeline.resolve_device("cpu", "bf16")[1] == torch.bfloat16
+    assert pipeline.resolve_device("cpu", "auto")[1] == torch.float32
+    with pytest.raises(AnimlcmError, match="--dtype double: choose auto, fp32, fp16 or bf16"):
+        pipeline.resolve_device("cpu", "double")
+
+
+def test_model_folder_takes_a_run_folder(tmp_path):
+    from animlcm.stages.render.model import model_folder
+
+    (tmp_path / "run" / "student").mkdir(parents=True)
+    (tmp_path / "run" / "student" / "animlcm.json").write_text("{}")
+    assert model_folder(tmp_path / "run") == tmp_path / "run" / "student"
+    assert model_folder(tmp_path / "run" / "student") == tmp_path / "run" / "student"
+    assert model_folder(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # left for the loader's error

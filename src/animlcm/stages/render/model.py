@@ -44,7 +44,8 @@ def load_render_model(
         model_dir = BUILTIN_STUDENT
     from animlcm.models.io import load_model_folder
 
-    loaded = load_model_folder(Path(model_dir), device=device, dtype=dtype)
+    model_dir = model_folder(Path(model_dir))
+    loaded = load_model_folder(model_dir, device=device, dtype=dtype)
     if teacher and loaded.kind != "teacher":
         teacher_dir = teacher_of(loaded.meta, Path(model_dir))
         loaded = load_model_folder(teacher_dir, device=device, dtype=dtype)
@@ -62,6 +63,16 @@ def load_render_model(
         device=device,
         dtype=dtype,
     )
+
+
+def model_folder(path: Path) -> Path:
+    """A model folder as given, or the result inside a run folder (``distill``'s ``student/``,
+    ``train-teacher``'s ``teacher/``), so ``--model`` takes either."""
+    if not (path / "animlcm.json").exists():
+        for inner in ("student", "teacher"):
+            if (path / inner / "animlcm.json").exists():
+                return path / inner
+    return path
 
 
 def teacher_of(meta: dict | None, run_dir: Path) -> Path:

@@ -67,7 +67,11 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.dev
         if dev.type == "cuda":
             return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return dev, torch.float32
-    return dev, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    dtypes |= {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise AnimlcmError(f"--dtype {dtype}: choose auto, fp32, fp16 or bf16")
+    return dev, dtypes[dtype]
 
 
 def _sync(device: torch.device) -> None:
