@@ -28,13 +28,22 @@ TINY_VAE_CONFIG = dict(
 BUILTIN_TINY_VAE = Path(__file__).resolve().parent.parent / "assets" / "tiny" / "vae"
 
 
-def build_tiny_vae(seed: int = 0):
-    """The tiny VAE from config, seeded so every machine builds the same weights."""
+def build_tiny_vae(seed: int = 0, channels: tuple[int, ...] | None = None):
+    """The tiny VAE from config, seeded so every machine builds the same weights.
+
+    ``channels`` replaces the four encoder/decoder widths (e.g. ``(16, 32, 64, 64)`` for a VAE with a
+    higher reconstruction ceiling, trained where a GPU is lent); the latent stays 4 x H/8 x W/8.
+    """
     from diffusers import AutoencoderKL
 
+    config = dict(TINY_VAE_CONFIG)
+    if channels is not None:
+        if len(channels) != 4 or any(c % 8 for c in channels):
+            raise AnimlcmError(f"VAE channels {channels}: give four widths, each a multiple of 8")
+        config["block_out_channels"] = tuple(channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AutoencoderKL(**TINY_VAE_CONFIG).eval()
+        return AutoencoderKL(**config).eval()
 
 
 def load_vae(spec: str | Path | None, preset: str = "tiny"):

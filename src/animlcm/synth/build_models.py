@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,20 @@ def animlcm(*args: str) -> None:
     cmd = [sys.executable, "-m", "animlcm", *args]
     print("$ animlcm " + " ".join(args), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def animlcm_shards(args: list[str], jobs: int) -> None:
+    """``jobs`` processes of one command, each on its ``--shard i/jobs`` (the cache manifest is shared)."""
+    if jobs <= 1:
+        return animlcm(*args)
+    print(f"$ animlcm {' '.join(args)} --shard i/{jobs}  (i = 0..{jobs - 1}, in parallel)", flush=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "animlcm", *args, "--shard", f"{i}/{jobs}"])
+        for i in range(jobs)
+    ]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"extract shards exited with {codes}")
 
 
 def read_frames(videos: Path) -> np.ndarray:
@@ -59,10 +74,37 @@ def main() -> int:
     # the teacher's CFG weight w (x0_c + w (x0_c - x0_u)) during distillation: lower than the papers' 2.5,
     # since high guidance amplifies the artifacts of a teacher trained for minutes on a CPU
     parser.add_argument("--student-w", type=float, default=0.5)
+    # where a GPU is lent: a wider VAE, larger batches and loader workers (see benchmarks/README.md)
+    parser.add_argument("--device", default="auto", help="VAE training device: auto, cpu or cuda")
+    parser.add_argument("--vae-channels", default="8,16,32,32", help="the VAE's four block widths")
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--vae-crop", type=int, default=64, help="VAE training crop (128: whole frames)")
+    parser.add_argument("--teacher-batch", type=int, default=4, help="frames (spatial) / clips (temporal)")
+    parser.add_argument("--teacher-temporal-batch", type=int, default=4)
+    parser.add_argument("--student-batch", type=int, default=1)
+    parser.add_argument("--student-temporal-batch", type=int, default=1)
+    parser.add_argument("--extract-jobs", type=int, default=1, help="extract shards run in parallel")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers of train/distill")
+    # wall-clock budgets (minutes) per training run, for a lent GPU's fixed time: the step count is then
+    # whatever fits, up to the --*-steps maximum; the build log records both
+    for name in ("vae", "teacher", "teacher-temporal", "student", "student-temporal"):
+        parser.add_argument(f"--{name}-minutes", type=float, default=None)
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    log: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}, "steps": {}}
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    machine = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
+    log: dict[str, object] = {
+        "machine": machine,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "steps": {},
+    }
+
+    def flags(batch: int, minutes: float | None) -> list[str]:
+        budget = [] if minutes is None else ["--max-minutes", str(minutes)]
+        return ["--batch-size", str(batch), "--num-workers", str(args.num_workers), *budget]
 
     def step(name: str, done: Path, fn) -> None:
         if done.exists():
@@ -87,34 +129,46 @@ def main() -> int:
     def train_vae() -> None:
         from animlcm.synth.train_vae import train_tiny_vae
 
-        stats = train_tiny_vae(read_frames(videos), vae_dir, steps=args.vae_steps)
+        channels = tuple(int(c) for c in args.vae_channels.split(","))
+        stats = train_tiny_vae(
+            read_frames(videos), vae_dir, steps=args.vae_steps, batch_size=args.vae_batch,
+            crop=args.vae_crop, device=device, channels=channels, max_minutes=args.vae_minutes,
+        )  # fmt: skip
         log["vae"] = stats
         print(f"tiny VAE: reconstruction PSNR {stats['psnr']:.2f} dB on training frames", flush=True)
 
     step("train VAE", vae_dir / "config.json", train_vae)
     step("teacher init", teacher0 / "animlcm.json", lambda: animlcm(
         "teacher", "init", "--preset", "tiny", "--vae", str(vae_dir), "--out", str(teacher0)))  # fmt: skip
-    step("extract", cache / "manifest.json", lambda: animlcm(
-        "extract", str(videos), "--out", str(cache), "--preset", "tiny", "--pose", "groundtruth",
-        "--teacher", str(teacher0)))  # fmt: skip
+    extract = ["extract", str(videos), "--out", str(cache), "--preset", "tiny", "--pose", "groundtruth",
+               "--teacher", str(teacher0)]  # fmt: skip
+    step("extract", cache / "manifest.json", lambda: animlcm_shards(extract, args.extract_jobs))
     step("train teacher (spatial)", teacher_s / "teacher" / "animlcm.json", lambda: animlcm(
         "train-teacher", "--cache", str(cache), "--init", str(teacher0), "--out", str(teacher_s),
         "--stage", "spatial", "--max-steps", str(args.teacher_steps),
-        "--lr", str(args.teacher_lr)))  # fmt: skip
+        "--lr", str(args.teacher_lr), *flags(args.teacher_batch, args.teacher_minutes)))  # fmt: skip
     step("train teacher (temporal)", teacher_t / "teacher" / "animlcm.json", lambda: animlcm(
         "train-teacher", "--cache", str(cache), "--init", str(teacher_s / "teacher"), "--out", str(teacher_t),
         "--stage", "temporal", "--max-steps", str(args.teacher_temporal_steps),
-        "--lr", str(args.teacher_lr)))  # fmt: skip
+        "--lr", str(args.teacher_lr),
+        *flags(args.teacher_temporal_batch, args.teacher_temporal_minutes)))  # fmt: skip
     teacher = teacher_t / "teacher"
     step("distill (spatial)", student_s / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
         "--stage", "spatial", "--out", str(student_s), "--max-steps", str(args.student_steps),
-        "--lr", str(args.student_lr), "--w", str(args.student_w)))  # fmt: skip
+        "--lr", str(args.student_lr), "--w", str(args.student_w),
+        *flags(args.student_batch, args.student_minutes)))  # fmt: skip
     step("distill (temporal)", student_t / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
         "--stage", "temporal", "--init", str(student_s), "--out", str(student_t),
         "--max-steps", str(args.student_temporal_steps),
-        "--lr", str(args.student_lr), "--w", str(args.student_w)))  # fmt: skip
+        "--lr", str(args.student_lr), "--w", str(args.student_w),
+        *flags(args.student_temporal_batch, args.student_temporal_minutes)))  # fmt: skip
+
+    # the steps each run really made (a --*-minutes budget may end it before its --*-steps)
+    runs = {"teacher_spatial": teacher_s, "teacher_temporal": teacher_t}
+    runs |= {"student_spatial": student_s, "student_temporal": student_t}
+    log["runs"] = {name: _run_summary(run) for name, run in runs.items()}
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +190,16 @@ def main() -> int:
     (out / "build.json").write_text(json.dumps(log, indent=2))
     print(f"built-in models written to {out}", flush=True)
     return 0
+
+
+def _run_summary(run: Path) -> dict[str, float]:
+    """Steps made, median seconds per step and the last loss, from a run's log.jsonl."""
+    lines = (run / "log.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines if x.strip()]
+    if not rows:
+        return {"steps": 0}
+    secs = sorted(r["sec"] for r in rows[1:] or rows)
+    return {"steps": rows[-1]["step"], "s_per_step": secs[len(secs) // 2], "last_loss": rows[-1]["loss"]}
 
 
 if __name__ == "__main__":
