@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +40,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+THREADS = {"OMP_NUM_THREADS": "1"}  # per command; main() sets it from --jobs
+
+
 def animlcm(*args: str) -> None:
     print("$ animlcm " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "animlcm", *args], check=True)
+    subprocess.run([sys.executable, "-m", "animlcm", *args], check=True, env={**os.environ, **THREADS})
 
 
 def main() -> int:
@@ -50,9 +56,20 @@ def main() -> int:
     assets = ROOT / "src" / "animlcm" / "assets" / "tiny"
     parser.add_argument("--teacher", type=Path, default=assets / "teacher")
     parser.add_argument("--train-cache", type=Path, default=ROOT / "runs" / "build_models" / "cache")
+    parser.add_argument("--builtin", type=Path, default=assets / "student", help="also evaluate this student")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--spatial-steps", type=int, default=200)
-    parser.add_argument("--temporal-steps", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=2, help="pieces (evals, variants) run at once")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per piece (default: CPU cores / --jobs)"
+    )
+    parser.add_argument("--batch", type=int, default=2, help="spatial distillation batch (frames)")
+    parser.add_argument("--temporal-batch", type=int, default=2, help="temporal distillation batch (clips)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers per distill run")
+    parser.add_argument("--device", default="auto", help="eval's device (auto: the GPU if there is one)")
+    parser.add_argument("--dtype", default="float32", help="eval's dtype (float32: CPU and GPU agree)")
+    # the defaults give each variant about the built-in student's sample budget (~3000 frames, ~300 clips)
+    parser.add_argument("--spatial-steps", type=int, default=1500)
+    parser.add_argument("--temporal-steps", type=int, default=150)
     parser.add_argument(
         "--lr", type=float, default=1e-4, help="the same for every variant (see build_models)"
     )
@@ -64,12 +81,14 @@ def main() -> int:
     parser.add_argument("--student-steps", default="1,2,4,8")
     parser.add_argument("--teacher-steps", default="4,25,50")
     args = parser.parse_args()
+    THREADS["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if not (args.train_cache / "manifest.json").exists():
         print(f"{args.train_cache}: no training cache; run `make models` first (or pass --train-cache)")
         return 2
 
+    eval_flags = ["--device", args.device, "--dtype", args.dtype]
     heldout, cache = work / "heldout", work / "heldout_cache"
     if not (heldout / "synth.json").exists():
         synth = f"--identities {args.identities} --clips 1 --frames {args.frames} --size 128 --seed 0"
@@ -89,60 +108,94 @@ def main() -> int:
     budget = {
         "teacher": str(args.teacher),
         "teacher_build": _read_json(args.teacher.parent / "build.json"),
-        "distill": {
+        "builtin_student": str(args.builtin) if args.builtin else None,
+        "variants": {
             "spatial_steps": args.spatial_steps,
             "temporal_steps": args.temporal_steps,
+            "batch": [args.batch, args.temporal_batch],
             "lr": args.lr,
+            "w": args.w,
         },
         "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
     }
-    teacher_eval = work / "eval_teacher"
-    if not (teacher_eval / "metrics.json").exists():
-        steps = _steps_yaml(work, "", args.teacher_steps)
-        animlcm("eval", "--model", str(args.teacher), "--teacher", str(args.teacher), "--cache", str(cache),
-                "--out", str(teacher_eval), "--sweep", "--config", str(steps))  # fmt: skip
-    rows = [r for r in _rows(teacher_eval) if r["method"] == "teacher"]
-    _write(args.out, budget, rows)
 
-    for name in args.variants:  # results are rewritten after every variant: a long run shows as it goes
+    def teacher_rows() -> list[dict]:
+        result = work / "eval_teacher"
+        if not (result / "metrics.json").exists():
+            steps = _steps_yaml(work, "", args.teacher_steps)
+            animlcm("eval", "--model", str(args.teacher), "--teacher", str(args.teacher),
+                    "--cache", str(cache), "--out", str(result), "--sweep", "--config", str(steps),
+                    *eval_flags)  # fmt: skip
+        return [{**r, "model": "built-in"} for r in _rows(result) if r["method"] == "teacher"]
+
+    def builtin_rows() -> list[dict]:
+        result = work / "eval_builtin"
+        if not (result / "metrics.json").exists():
+            steps = _steps_yaml(work, args.student_steps, "")
+            animlcm("eval", "--model", str(args.builtin), "--teacher", str(args.teacher),
+                    "--cache", str(cache), "--out", str(result), "--sweep", "--config", str(steps),
+                    *eval_flags)  # fmt: skip
+        return [{**r, "model": "built-in"} for r in _rows(result) if r["method"] != "teacher"]
+
+    def variant(name: str) -> list[dict]:
         method, flags = VARIANTS[name]
         spatial, temporal = work / f"{name}_spatial", work / f"{name}_temporal"
-        common = [
-            "--cache",
-            str(args.train_cache),
-            "--teacher",
-            str(args.teacher),
-            "--method",
-            method,
-            *flags,
-        ]
-        common += ["--lr", str(args.lr), "--w", str(args.w)]
+        common = ["--cache", str(args.train_cache), "--teacher", str(args.teacher), "--method", method,
+                  *flags, "--lr", str(args.lr), "--w", str(args.w),
+                  "--num-workers", str(args.num_workers)]  # fmt: skip
         if not (spatial / "student").exists():
             animlcm("distill", *common, "--stage", "spatial", "--out", str(spatial),
-                    "--max-steps", str(args.spatial_steps))  # fmt: skip
+                    "--max-steps", str(args.spatial_steps), "--batch-size", str(args.batch))  # fmt: skip
         if not (temporal / "student").exists():
-            animlcm("distill", *common, "--stage", "temporal", "--init", str(spatial), "--out", str(temporal),
-                    "--max-steps", str(args.temporal_steps))  # fmt: skip
+            animlcm("distill", *common, "--stage", "temporal", "--init", str(spatial),
+                    "--out", str(temporal), "--max-steps", str(args.temporal_steps),
+                    "--batch-size", str(args.temporal_batch))  # fmt: skip
         result = work / f"eval_{name}"
         if not (result / "metrics.json").exists():
             steps = _steps_yaml(work, args.student_steps, "")
             animlcm("eval", "--model", str(temporal), "--cache", str(cache), "--out", str(result), "--sweep",
-                    "--config", str(steps))  # fmt: skip
-        rows += [r for r in _rows(result) if r["method"] != "teacher"]
-        _write(args.out, budget, rows)
+                    "--config", str(steps), *eval_flags)  # fmt: skip
+        return [{**r, "model": "variant"} for r in _rows(result) if r["method"] != "teacher"]
+
+    # every piece is independent: --jobs N runs N at once (a tiny network leaves a GPU mostly idle, and two
+    # one-thread processes use 2 CPU cores better than one). The table is rewritten as each piece finishes,
+    # always in the same order, so a long run shows as it goes and a killed one resumes from its pieces.
+    pieces: dict[str, Callable[[], list[dict]]] = {"teacher": teacher_rows}
+    if args.builtin:
+        pieces["built-in"] = builtin_rows
+    pieces.update({name: (lambda name=name: variant(name)) for name in args.variants})
+    done: dict[str, list[dict]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run): name for name, run in pieces.items()}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            _write(args.out, budget, [r for name in pieces if name in done for r in done[name]])
     print((args.out / "quality.md").read_text())
     return 0
 
 
 def _write(out: Path, budget: dict, rows: list[dict]) -> None:
+    """quality.json (eval's rows plus ``model``: built-in or variant), quality.md (one table per kind of
+    model, since variants share a smaller budget than the built-in student) and quality.png."""
     from animlcm.stages.evaluate import report
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
     fields = report.MetricRow.__dataclass_fields__
-    metric_rows = [report.MetricRow(**{k: r[k] for k in fields if k in r}) for r in rows]
-    (out / "quality.md").write_text(report.markdown_table(metric_rows))
-    report.plot_sweep(metric_rows, out / "quality.png")
+    as_metric = lambda rs: [report.MetricRow(**{k: r[k] for k in fields if k in r}) for r in rs]  # noqa: E731
+    builtin = as_metric([r for r in rows if r.get("model") != "variant"])
+    variants = as_metric([r for r in rows if r.get("model") == "variant"])
+    text = "### Built-in teacher and student\n\n" + report.markdown_table(builtin)
+    if variants:
+        v = budget["variants"]
+        text += (
+            f"\n### Variants: every method and ablation distilled from the same teacher with the same budget "
+            f"({v['spatial_steps']} spatial steps at batch {v['batch'][0]}, {v['temporal_steps']} temporal "
+            f"steps at batch {v['batch'][1]}, lr {v['lr']}, w {v['w']})\n\n" + report.markdown_table(variants)
+        )
+    (out / "quality.md").write_text(text)
+    teacher = [r for r in builtin if r.method == "teacher"]
+    report.plot_sweep(teacher + (variants or builtin[len(teacher) :]), out / "quality.png")
 
 
 def _steps_yaml(work: Path, student: str, teacher: str) -> Path:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Real-size speed and memory on a lent GPU: SD1.5 + AnimateDiff architecture (random weights: the cost of a
+# step does not depend on them), 512x768, 16 frames, bf16.
+# On the device machine:  source benchmarks/gpu/env.sh && bash benchmarks/gpu/sd15.sh OUT
+set -uo pipefail
+out=${1:?usage: sd15.sh OUT}
+python3 benchmarks/bench_render.py --preset sd15 --random --frames 16 --repeats 2 \
+    --json "$out/render_sd15.json" 2>&1 | tee "$out/render_sd15.log"
+python3 benchmarks/bench_distill.py --preset sd15 --random --frames 16 --methods dancelcm \
+    --stages spatial,temporal --steps 4 --work /tmp/bench_distill --out "$out/distill_sd15.json" \
+    2>&1 | tee "$out/distill_sd15.log"
