@@ -294,6 +294,9 @@ def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
         "--stage", "temporal", "--frames", "2", "--max-steps", "1", "--no-progress",
     ])  # fmt: skip
     assert res.exit_code == 0, res.output
+    temporal_meta = json.loads((tmp_path / "tt2" / "teacher" / "animlcm.json").read_text())["meta"]
+    assert temporal_meta["trained_steps"] == {"spatial": 2, "temporal": 1}
+    assert temporal_meta["random_weights"] is False
     log = [json.loads(x) for x in (tmp_path / "tt" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["mse"]) for r in log)
 
@@ -309,6 +312,7 @@ def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
     assert "aux_head: 0.1" in saved  # the method's value where no flag was given
     meta = json.loads((tmp_path / "d" / "student" / "animlcm.json").read_text())["meta"]
     assert meta["ablation"] == "loss=l2,segments=4,face_tokens=off,timestep_weighting=0.5,2"
+    assert meta["trained_steps"] == 1
     assert meta["recommended_timesteps"] == [999, 759, 499, 259] and meta["segment_edges"] == [
         0,
         259,

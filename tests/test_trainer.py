@@ -78,8 +78,8 @@ def _job(out: Path, poison_at: int | None = None) -> TrainJob:
             aux = aux * float("nan")
         return mse + aux, {"mse": mse, "aux": aux}
 
-    def finish(student):
-        out.joinpath("result.txt").write_text("done")
+    def finish(student, steps):
+        out.joinpath("result.txt").write_text(f"done after {steps} steps")
         return out / "result.txt"
 
     return TrainJob(
@@ -151,11 +151,12 @@ def test_max_minutes_stops_with_checkpoint_and_result(tmp_path):
     # a budget every step overruns: the run ends after its first step, as if max_steps were 1
     res = train(job, LoopCfg(max_steps=50, checkpoint_every=40, max_minutes=1e-9))
     assert res.steps == 1
-    assert (tmp_path / "m" / "result.txt").read_text() == "done"
+    assert (tmp_path / "m" / "result.txt").read_text() == "done after 1 steps"  # steps taken, not max_steps
     assert [p.name for p in list_checkpoints(tmp_path / "m")] == ["step-0000001"]
     # and it continues from there under --resume, to max_steps when the budget allows
     res = train(_job(tmp_path / "m"), LoopCfg(max_steps=4, resume=True, max_minutes=60.0))
     assert res.steps == 4
+    assert (tmp_path / "m" / "result.txt").read_text() == "done after 4 steps"
 
 
 def test_nan_guard_names_step_and_term(tmp_path):

@@ -191,10 +191,12 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     def step_fn(batch, model, generator):
         return teacher_step(batch, model, net, schedule, cfg, generator, vae)
 
-    def finish(trained: nn.Module) -> Path:
+    def finish(trained: nn.Module, steps: int) -> Path:
         trained.eval()
-        info = {**meta, "trained_steps": cfg.max_steps, "stage": cfg.stage,
-                "cache": str(Path(cfg.cache).resolve()),
+        # steps per stage, so a temporal teacher still says how long its spatial stage trained
+        earlier = meta.get("trained_steps") if isinstance(meta.get("trained_steps"), dict) else {}
+        info = {**meta, "random_weights": False, "trained_steps": {**earlier, cfg.stage: steps},
+                "stage": cfg.stage, "cache": str(Path(cfg.cache).resolve()),
                 "cond_drop": cfg.cond_drop}  # fmt: skip
         return save_model_folder(trained, vae, out / "teacher", kind="teacher", schedule=schedule, meta=info)
 

@@ -48,7 +48,8 @@ class TrainJob:
     student: nn.Module  # the network being optimised (its ``requires_grad`` parameters are trained)
     step_fn: StepFn
     dataset: torch.utils.data.Dataset
-    finish: Callable[[nn.Module], Path]  # writes the result folder from the (unwrapped) student
+    # writes the result folder from the (unwrapped) student and the optimizer steps it has taken
+    finish: Callable[[nn.Module, int], Path]
     target: nn.Module | None = None  # the EMA target, checkpointed with the student
     target_names: list[str] = field(default_factory=list)
     after_step: Callable[[nn.Module], None] | None = None  # called with the unwrapped student
@@ -201,7 +202,7 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
             target_names=job.target_names,
         )
     if state.step >= cfg.max_steps:
-        result = job.finish(unwrapped) if accelerator.is_main_process else job.out
+        result = job.finish(unwrapped, state.step) if accelerator.is_main_process else job.out
         accelerator.wait_for_everyone()
         return TrainResult(job.out, result, state.step, {}, 0.0)
 
@@ -288,7 +289,7 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
             if out_of_time:
                 break
     accelerator.wait_for_everyone()
-    result = job.finish(unwrapped) if accelerator.is_main_process else job.out
+    result = job.finish(unwrapped, state.step) if accelerator.is_main_process else job.out
     accelerator.wait_for_everyone()
     seconds = (time.perf_counter() - started) / max(state.step - first_step, 1)
     return TrainResult(job.out, result, state.step, terms, seconds)
@@ -357,7 +358,7 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
 
 
 def save_student(
-    student: nn.Module, vae: Any, folder: Path, cfg: Any, teacher_path: Path, init_meta: dict
+    student: nn.Module, vae: Any, folder: Path, cfg: Any, teacher_path: Path, init_meta: dict, steps: int
 ) -> Path:
     """The result folder the renderer loads: LoRA-only when nothing but the LoRA (and small heads) trained,
     else the full weights with any LoRA merged in."""
@@ -372,6 +373,7 @@ def save_student(
         "method": cfg.method,
         "ablation": ablation_label(cfg),
         "stage": cfg.stage,
+        "trained_steps": steps,
         "segments": segments,
         "segment_edges": edges,
         "num_ddim_steps": cfg.num_ddim_steps,
@@ -442,8 +444,8 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     def step_fn(batch, model, generator):
         return distill_step(batch, model, models, cfg, generator)
 
-    def finish(trained: nn.Module) -> Path:
-        return save_student(trained, vae, out / "student", cfg, cfg.teacher, init_meta)
+    def finish(trained: nn.Module, steps: int) -> Path:
+        return save_student(trained, vae, out / "student", cfg, cfg.teacher, init_meta, steps)
 
     job = TrainJob(
         out=out, student=student, step_fn=step_fn, dataset=dataset, finish=finish, target=target,
