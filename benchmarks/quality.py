@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,6 +79,9 @@ def main() -> int:
     )
     parser.add_argument("--identities", type=int, default=4)
     parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument(
+        "--vs-teacher", type=int, default=25, help="every row's PSNR also against the teacher at N steps"
+    )
     parser.add_argument("--student-steps", default="1,2,4,8")
     parser.add_argument("--teacher-steps", default="4,25,50")
     args = parser.parse_args()
@@ -88,7 +92,7 @@ def main() -> int:
         print(f"{args.train_cache}: no training cache; run `make models` first (or pass --train-cache)")
         return 2
 
-    eval_flags = ["--device", args.device, "--dtype", args.dtype]
+    eval_flags = ["--device", args.device, "--dtype", args.dtype, "--vs-teacher", str(args.vs_teacher)]
     heldout, cache = work / "heldout", work / "heldout_cache"
     if not (heldout / "synth.json").exists():
         synth = f"--identities {args.identities} --clips 1 --frames {args.frames} --size 128 --seed 0"
@@ -117,6 +121,8 @@ def main() -> int:
             "w": args.w,
         },
         "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
+        "sizes": {"teacher": _parameters(args.teacher), "vae": _parameters(args.teacher / "vae")},
+        "vs_teacher_steps": args.vs_teacher,
     }
 
     def teacher_rows() -> list[dict]:
@@ -144,11 +150,11 @@ def main() -> int:
                   *flags, "--lr", str(args.lr), "--w", str(args.w),
                   "--num-workers", str(args.num_workers)]  # fmt: skip
         if not (spatial / "student").exists():
-            animlcm("distill", *common, "--stage", "spatial", "--out", str(spatial),
+            animlcm("distill", *common, "--stage", "spatial", "--out", str(spatial), *_resume(spatial),
                     "--max-steps", str(args.spatial_steps), "--batch-size", str(args.batch))  # fmt: skip
         if not (temporal / "student").exists():
             animlcm("distill", *common, "--stage", "temporal", "--init", str(spatial),
-                    "--out", str(temporal), "--max-steps", str(args.temporal_steps),
+                    "--out", str(temporal), *_resume(temporal), "--max-steps", str(args.temporal_steps),
                     "--batch-size", str(args.temporal_batch))  # fmt: skip
         result = work / f"eval_{name}"
         if not (result / "metrics.json").exists():
@@ -176,7 +182,10 @@ def main() -> int:
 
 def _write(out: Path, budget: dict, rows: list[dict]) -> None:
     """quality.json (eval's rows plus ``model``: built-in or variant), quality.md (one table per kind of
-    model, since variants share a smaller budget than the built-in student) and quality.png."""
+    model, each headed by the models and budgets that made it), quality.png (teacher, built-in student and
+    the four methods) and quality_ablations.png (teacher, DanceLCM and CoSeC with their ablations)."""
+    from dataclasses import replace
+
     from animlcm.stages.evaluate import report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -185,17 +194,69 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
     as_metric = lambda rs: [report.MetricRow(**{k: r[k] for k in fields if k in r}) for r in rs]  # noqa: E731
     builtin = as_metric([r for r in rows if r.get("model") != "variant"])
     variants = as_metric([r for r in rows if r.get("model") == "variant"])
-    text = "### Built-in teacher and student\n\n" + report.markdown_table(builtin)
+    text = (
+        "Every row re-animates each held-out clip from its first frame; L1, PSNR, SSIM against the real "
+        f"frames; PSNR vs teacher: against the teacher's own {budget['vs_teacher_steps']}-step render from "
+        "the same starting noise (how closely a student reproduces what it imitates).\n\n"
+    )
+    text += "### Built-in teacher and student\n\n" + _builtin_budget(budget) + "\n\n"
+    text += report.markdown_table(builtin)
     if variants:
         v = budget["variants"]
         text += (
-            f"\n### Variants: every method and ablation distilled from the same teacher with the same budget "
-            f"({v['spatial_steps']} spatial steps at batch {v['batch'][0]}, {v['temporal_steps']} temporal "
-            f"steps at batch {v['batch'][1]}, lr {v['lr']}, w {v['w']})\n\n" + report.markdown_table(variants)
+            "\n### Variants: every method and ablation distilled from the built-in teacher, one budget\n\n"
+            f"{v['spatial_steps']} spatial steps at batch {v['batch'][0]} frames, then {v['temporal_steps']} "
+            f"temporal steps at batch {v['batch'][1]} clips; lr {v['lr']}, teacher guidance w {v['w']}; "
+            "every other setting is the method's own.\n\n" + report.markdown_table(variants)
         )
     (out / "quality.md").write_text(text)
     teacher = [r for r in builtin if r.method == "teacher"]
-    report.plot_sweep(teacher + (variants or builtin[len(teacher) :]), out / "quality.png")
+    # the built-in student gets its own line, apart from the variant of the same method
+    shipped = [replace(r, method=f"{r.method} (built-in)") for r in builtin if r.method != "teacher"]
+    full = [r for r in variants if not r.ablation]
+    report.plot_sweep(teacher + shipped + full, out / "quality.png")
+    ablations = [r for r in variants if r.method in ("dancelcm", "cosec")]
+    if any(r.ablation for r in ablations):
+        report.plot_sweep(teacher + ablations, out / "quality_ablations.png")
+
+
+def _builtin_budget(budget: dict) -> str:
+    """One paragraph: which models made the built-in rows, their sizes and training budgets."""
+    build = budget.get("teacher_build") or {}
+    sizes = budget.get("sizes", {})
+    args, runs = build.get("args", {}), build.get("runs", {})
+    parts = [f"Built on {build.get('machine', 'an unrecorded machine')} (`assets/tiny/build.json`)."]
+    if "teacher" in sizes:
+        parts.append(
+            f"Teacher: {sizes['teacher']:,} parameters (denoiser with motion modules, reference net, pose "
+            f"guider, image and face encoders), VAE {sizes.get('vae', 0):,}."
+        )
+    for name, label, batch, unit in (
+        ("teacher_spatial", "Teacher spatial", "teacher_batch", "frames"),
+        ("teacher_temporal", "Teacher temporal", "teacher_temporal_batch", "clips"),
+        ("student_spatial", f"Student ({args.get('method', '?')}) spatial", "student_batch", "frames"),
+        ("student_temporal", "Student temporal", "student_temporal_batch", "clips"),
+    ):
+        if name in runs:
+            parts.append(f"{label}: {runs[name]['steps']} steps at batch {args.get(batch, '?')} {unit}.")
+    if "vae" in build:
+        parts.append(
+            f"VAE: {build['vae'].get('steps', '?')} steps, {build['vae']['psnr']:.1f} dB on training frames."
+        )
+    return " ".join(parts)
+
+
+def _parameters(folder: Path) -> int:
+    """Parameter count of a model folder's safetensors files, from their headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                shape = f.get_slice(key).get_shape()
+                total += math.prod(shape)
+    return total
 
 
 def _steps_yaml(work: Path, student: str, teacher: str) -> Path:
@@ -204,6 +265,11 @@ def _steps_yaml(work: Path, student: str, teacher: str) -> Path:
     as_list = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     path.write_text(json.dumps({"student_steps": as_list(student), "teacher_steps": as_list(teacher)}))
     return path
+
+
+def _resume(run: Path) -> list[str]:
+    """``--resume`` for a run a killed benchmark left with checkpoints, so it continues rather than fails."""
+    return ["--resume"] if any((run / "checkpoints").glob("step-*")) else []
 
 
 def _rows(eval_dir: Path) -> list[dict]:

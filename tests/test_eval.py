@@ -141,3 +141,37 @@ def test_eval_errors(cache, student_dir, tmp_path):
     )  # fmt: skip
     with pytest.raises(AnimlcmError, match="records no teacher"):
         run(cfg)
+
+
+def test_vs_teacher_compares_rows_with_the_teachers_render_from_the_same_noise(cache, student_dir, tmp_path):
+    from animlcm.stages.evaluate import metrics
+    from animlcm.stages.render.model import load_render_model
+    from animlcm.stages.render.pipeline import SamplerSettings, render_clip
+
+    cfg = resolve_config(
+        EvalConfig, "tiny", None,
+        dict(model=student_dir, cache=cache, out=tmp_path / "eval", sweep=True, student_steps=(1,),
+             teacher_steps=(2, 3), vs_teacher=2, max_frames=3, progress=False, device="cpu"),
+    )  # fmt: skip
+    result = run(cfg)
+    rows = {(r.method, r.steps): r for r in result.rows}
+    # the reference row is not compared with itself; every other row is
+    assert "psnr_vs_teacher" not in rows["teacher", 2].extra
+    assert rows["dancelcm", 1].extra["psnr_vs_teacher"] > 0
+    # by hand: teacher at 3 steps against teacher at 2 steps, clip by clip, the same seed for both
+    teacher = load_render_model(
+        student_dir.parent / "teacher", preset="tiny", device=torch.device("cpu"), dtype=torch.float32
+    )
+    clips = [sources.load_pose_source(f"{cache}:{n}", 128, 128, 3) for n in ("clip_a", "clip_b")]
+    psnr = []
+    for clip in clips:
+        two, three = (
+            render_clip(teacher, clip.frames[0], clip.skeleton, SamplerSettings(steps=s, teacher=True)).frames
+            for s in (2, 3)
+        )
+        psnr.append(metrics.frame_metrics(three, two)["psnr"])
+    assert rows["teacher", 3].extra["psnr_vs_teacher"] == pytest.approx(float(np.mean(psnr)), abs=1e-4)
+    assert "PSNR vs teacher" in result.table.read_text()
+    assert json.loads(result.metrics_json.read_text())["meta"]["vs_teacher_steps"] == 2
+    with pytest.raises(AnimlcmError, match="--vs-teacher 0: need at least 1"):
+        resolve_config(EvalConfig, "tiny", None, dict(model=student_dir, cache=cache, vs_teacher=0))

@@ -49,6 +49,10 @@ def register(app: typer.Typer) -> None:
         fvd_model: Annotated[
             OptPath, typer.Option("--fvd-model", help="TorchScript I3D (StyleGAN-V): adds FVD.")
         ] = None,
+        vs_teacher: Annotated[
+            OptInt,
+            typer.Option("--vs-teacher", help="Add PSNR vs the teacher's N-step render from the same noise."),
+        ] = None,
         max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
         max_frames: MaxFramesOpt = None,
         seed: SeedOpt = None,
@@ -69,7 +73,7 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             model=model, cache=cache, out=out, sweep=sweep or None, teacher=teacher, steps=steps,
             cfg=cfg_scale, lpips_weights=lpips_weights, fid_model=fid_model, fvd_model=fvd_model,
-            max_videos=max_videos, max_frames=max_frames,
+            max_videos=max_videos, max_frames=max_frames, vs_teacher=vs_teacher,
             seed=seed, window=window, overlap=overlap, device=device, dtype=dtype,
         )  # fmt: skip
         result = run(resolve_config(EvalConfig, preset, config, overrides))

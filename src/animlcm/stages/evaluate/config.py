@@ -34,6 +34,9 @@ class EvalConfig(SamplingSettings):
     fvd_model: Path | None = None
     """TorchScript FVD network (StyleGAN-V's i3d_torchscript.pt): adds an fvd column (over clips)."""
     max_videos: int | None = None
+    vs_teacher: int | None = None
+    """Also compare every row with the teacher's own render at N steps from the same noise (the seed): adds
+    a psnr_vs_teacher column, how closely a student reproduces what it was distilled to imitate."""
 
     def validate(self) -> None:
         if self.cache is None:
@@ -46,7 +49,7 @@ class EvalConfig(SamplingSettings):
                 f"resolution {self.height}x{self.width} (HxW) is not divisible by 8; pick multiples of 8"
             )
         self.validate_window()
-        for name in ("max_videos", "max_frames"):
+        for name in ("max_videos", "max_frames", "vs_teacher"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise AnimlcmError(f"--{name.replace('_', '-')} {v}: need at least 1")

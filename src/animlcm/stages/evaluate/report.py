@@ -37,6 +37,9 @@ def write_metrics_json(rows: list[MetricRow], path: Path, meta: dict | None = No
     tmp.replace(path)
 
 
+COLUMN_NAMES = {"psnr_vs_teacher": "PSNR vs teacher"}  # extra columns not named by their upper-case key
+
+
 def markdown_table(rows: list[MetricRow]) -> str:
     extra_keys = sorted({k for r in rows for k in r.extra})
     head = [
@@ -46,7 +49,7 @@ def markdown_table(rows: list[MetricRow]) -> str:
         "L1",
         "PSNR",
         "SSIM",
-        *[k.upper() for k in extra_keys],
+        *[COLUMN_NAMES.get(k, k.upper()) for k in extra_keys],
         "s/frame",
         "peak MB",
     ]

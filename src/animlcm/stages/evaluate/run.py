@@ -63,20 +63,24 @@ def evaluate(
     lpips_net=None,
     fid_net=None,
     fvd_net=None,
+    teacher_frames: list[np.ndarray] | None = None,
 ) -> report.MetricRow:
     """One row: render every clip with ``settings``, average the metrics over clips, time it.
 
-    FID (over all frames) and FVD (over clips) are set-level, so they come once per row, not per clip."""
+    FID (over all frames) and FVD (over clips) are set-level, so they come once per row, not per clip.
+    ``teacher_frames`` (one array per clip) adds ``psnr_vs_teacher``: PSNR against the teacher's render."""
     per_clip, seconds, frames, generated = [], 0.0, 0, []
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    for clip in clips:
+    for i, clip in enumerate(clips):
         out = render_clip(model, clip.frames[0], clip.skeleton, settings, face=clip.face)
         seconds += sum(out.timings.values())
         frames += len(out.frames)
         m = metrics.frame_metrics(out.frames, clip.frames)
         if lpips_net is not None:
             m["lpips"] = float(lpips_net(metrics.to_unit(out.frames), metrics.to_unit(clip.frames)).mean())
+        if teacher_frames is not None:
+            m["psnr_vs_teacher"] = metrics.frame_metrics(out.frames, teacher_frames[i])["psnr"]
         per_clip.append(m)
         generated.append(out.frames)
     avg = metrics.mean_rows(per_clip)
@@ -129,18 +133,28 @@ def run(cfg: EvalConfig) -> EvalResult:
     ablation = str(student.meta.get("ablation") or "")
     base = dict(cfg=cfg.cfg, seed=cfg.seed, window=cfg.window, overlap=cfg.overlap)
 
-    # (model, settings, method) for every row; the teacher loads only for a sweep
+    # (model, settings, method) for every row; the teacher loads only for a sweep or --vs-teacher
     plan = [
         (student, SamplerSettings(steps=s, **base), method)
         for s in (cfg.student_steps if cfg.sweep else (cfg.steps,))
     ]
-    if cfg.sweep:
+    teacher = None
+    if cfg.sweep or cfg.vs_teacher:
         teacher_dir = cfg.teacher
         if teacher_dir is None:
             teacher_dir = (
                 cfg.model if student.kind == "teacher" else teacher_of(student.meta, Path(cfg.model))
             )
         teacher = load_render_model(teacher_dir, preset=cfg.preset, device=device, dtype=dtype)
+    teacher_frames = None
+    if cfg.vs_teacher:
+        # the same seed gives the teacher the same starting noise as every row: a distilled student should
+        # land where the teacher's ODE from that noise lands
+        reference = SamplerSettings(steps=cfg.vs_teacher, teacher=True, **base)
+        teacher_frames = [
+            render_clip(teacher, c.frames[0], c.skeleton, reference, face=c.face).frames for c in clips
+        ]
+    if cfg.sweep:
         plan += [
             (teacher, SamplerSettings(steps=s, teacher=True, **base), "teacher") for s in cfg.teacher_steps
         ]
@@ -164,6 +178,10 @@ def run(cfg: EvalConfig) -> EvalResult:
                     lpips_net=lpips_net,
                     fid_net=fid_net,
                     fvd_net=fvd_net,
+                    # the reference row itself would compare with itself (infinite PSNR): left blank
+                    teacher_frames=None
+                    if name == "teacher" and settings.steps == cfg.vs_teacher
+                    else teacher_frames,
                 )
             )
             advance(i + 1)
@@ -171,7 +189,8 @@ def run(cfg: EvalConfig) -> EvalResult:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": str(cfg.model), "cache": str(cfg.cache), "videos": len(clips), "device": str(device),
-            "dtype": str(dtype).replace("torch.", ""), "height": cfg.height, "width": cfg.width}  # fmt: skip
+            "dtype": str(dtype).replace("torch.", ""), "height": cfg.height, "width": cfg.width,
+            "vs_teacher_steps": cfg.vs_teacher}  # fmt: skip
     report.write_metrics_json(rows, out / "metrics.json", meta)
     table = out / "metrics.md"
     tmp = table.with_name(table.name + ".tmp")
