@@ -56,7 +56,8 @@ def markdown_table(rows: list[MetricRow]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.method, r.ablation or "-", str(r.steps), f"{r.l1:.4f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
-        cells += [f"{r.extra[k]:.4f}" if k in r.extra else "-" for k in extra_keys]
+        digits = {k: 2 if k.startswith("psnr") else 4 for k in extra_keys}  # dB as the PSNR column
+        cells += [f"{r.extra[k]:.{digits[k]}f}" if k in r.extra else "-" for k in extra_keys]
         cells += [f"{r.seconds_per_frame:.4f}", f"{r.peak_memory_mb:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
