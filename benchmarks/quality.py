@@ -82,6 +82,7 @@ def main() -> int:
     parser.add_argument(
         "--vs-teacher", type=int, default=25, help="every row's PSNR also against the teacher at N steps"
     )
+    parser.add_argument("--cfg", type=float, default=3.5, help="the teacher rows' CFG scale")
     parser.add_argument("--student-steps", default="1,2,4,8")
     parser.add_argument("--teacher-steps", default="4,25,50")
     args = parser.parse_args()
@@ -92,7 +93,11 @@ def main() -> int:
         print(f"{args.train_cache}: no training cache; run `make models` first (or pass --train-cache)")
         return 2
 
-    eval_flags = ["--device", args.device, "--dtype", args.dtype, "--vs-teacher", str(args.vs_teacher)]
+    # every row is also compared with the teacher's render along the trajectory the students imitate: the
+    # teacher guided as in distillation (x0_c + w (x0_c - x0_u) is CFG scale 1 + w)
+    student_cfg = 1.0 + args.w
+    eval_flags = ["--device", args.device, "--dtype", args.dtype, "--vs-teacher", str(args.vs_teacher),
+                  "--vs-teacher-cfg", str(student_cfg)]  # fmt: skip
     heldout, cache = work / "heldout", work / "heldout_cache"
     if not (heldout / "synth.json").exists():
         synth = f"--identities {args.identities} --clips 1 --frames {args.frames} --size 128 --seed 0"
@@ -123,16 +128,20 @@ def main() -> int:
         "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
         "sizes": {"teacher": _parameters(args.teacher), "vae": _parameters(args.teacher / "vae")},
         "vs_teacher_steps": args.vs_teacher,
+        "vs_teacher_cfg": student_cfg,
+        "teacher_cfg": args.cfg,
     }
 
-    def teacher_rows() -> list[dict]:
-        result = work / "eval_teacher"
+    def teacher_rows(cfg: float, folder: str, label: str) -> list[dict]:
+        """The teacher's DDIM + CFG rows at ``cfg`` (``label`` goes in the ablation column)."""
+        result = work / folder
         if not (result / "metrics.json").exists():
             steps = _steps_yaml(work, "", args.teacher_steps)
             animlcm("eval", "--model", str(args.teacher), "--teacher", str(args.teacher),
                     "--cache", str(cache), "--out", str(result), "--sweep", "--config", str(steps),
-                    *eval_flags)  # fmt: skip
-        return [{**r, "model": "built-in"} for r in _rows(result) if r["method"] == "teacher"]
+                    "--cfg", str(cfg), *eval_flags)  # fmt: skip
+        rows = [r for r in _rows(result) if r["method"] == "teacher"]
+        return [{**r, "model": "built-in", "ablation": label} for r in rows]
 
     def builtin_rows() -> list[dict]:
         result = work / "eval_builtin"
@@ -166,7 +175,11 @@ def main() -> int:
     # every piece is independent: --jobs N runs N at once (a tiny network leaves a GPU mostly idle, and two
     # one-thread processes use 2 CPU cores better than one). The table is rewritten as each piece finishes,
     # always in the same order, so a long run shows as it goes and a killed one resumes from its pieces.
-    pieces: dict[str, Callable[[], list[dict]]] = {"teacher": teacher_rows}
+    # the teacher at its usual CFG, and at the guidance the students were distilled with
+    pieces: dict[str, Callable[[], list[dict]]] = {
+        "teacher": lambda: teacher_rows(args.cfg, "eval_teacher", ""),
+        "teacher-student-cfg": lambda: teacher_rows(student_cfg, "eval_teacher_cfg", f"cfg={student_cfg:g}"),
+    }
     if args.builtin:
         pieces["built-in"] = builtin_rows
     pieces.update({name: (lambda name=name: variant(name)) for name in args.variants})
@@ -196,8 +209,10 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
     variants = as_metric([r for r in rows if r.get("model") == "variant"])
     text = (
         "Every row re-animates each held-out clip from its first frame; L1, PSNR, SSIM against the real "
-        f"frames; PSNR vs teacher: against the teacher's own {budget['vs_teacher_steps']}-step render from "
-        "the same starting noise (how closely a student reproduces what it imitates).\n\n"
+        f"frames; PSNR vs teacher: against the teacher's own {budget['vs_teacher_steps']}-step DDIM render "
+        f"at CFG {budget['vs_teacher_cfg']:g} (the guidance the students were distilled with) from the same "
+        "starting noise: how closely a row reproduces what the students imitate. Teacher rows use DDIM + CFG "
+        f"{budget['teacher_cfg']:g}, or the CFG in their ablation column.\n\n"
     )
     text += "### Built-in teacher and student\n\n" + _builtin_budget(budget) + "\n\n"
     text += report.markdown_table(builtin)

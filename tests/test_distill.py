@@ -313,6 +313,7 @@ def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
     meta = json.loads((tmp_path / "d" / "student" / "animlcm.json").read_text())["meta"]
     assert meta["ablation"] == "loss=l2,segments=4,face_tokens=off,timestep_weighting=0.5,2"
     assert meta["trained_steps"] == 1
+    assert meta["guidance_w"] is None  # trained over --w-range 1,3: no single guidance to compare with
     assert meta["recommended_timesteps"] == [999, 759, 499, 259] and meta["segment_edges"] == [
         0,
         259,

@@ -175,3 +175,13 @@ def test_vs_teacher_compares_rows_with_the_teachers_render_from_the_same_noise(c
     assert json.loads(result.metrics_json.read_text())["meta"]["vs_teacher_steps"] == 2
     with pytest.raises(AnimlcmError, match="--vs-teacher 0: need at least 1"):
         resolve_config(EvalConfig, "tiny", None, dict(model=student_dir, cache=cache, vs_teacher=0))
+
+
+def test_vs_teacher_guidance_defaults_to_what_the_student_imitates(cache):
+    from animlcm.stages.evaluate.run import reference_cfg
+
+    cfg = resolve_config(EvalConfig, "tiny", None, dict(cache=cache, vs_teacher=25, cfg=3.5))
+    assert reference_cfg(cfg, {"guidance_w": 0.5}) == 1.5  # x0_c + 0.5 (x0_c - x0_u) is CFG 1.5
+    assert reference_cfg(cfg, {"guidance_w": None}) == 3.5 and reference_cfg(cfg, {}) == 3.5
+    given = resolve_config(EvalConfig, "tiny", None, dict(cache=cache, vs_teacher=25, vs_teacher_cfg=2.0))
+    assert reference_cfg(given, {"guidance_w": 0.5}) == 2.0

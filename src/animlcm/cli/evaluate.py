@@ -53,6 +53,10 @@ def register(app: typer.Typer) -> None:
             OptInt,
             typer.Option("--vs-teacher", help="Add PSNR vs the teacher's N-step render from the same noise."),
         ] = None,
+        vs_teacher_cfg: Annotated[
+            OptFloat,
+            typer.Option("--vs-teacher-cfg", help="Its CFG (default: 1 + the student's distill w)."),
+        ] = None,
         max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
         max_frames: MaxFramesOpt = None,
         seed: SeedOpt = None,
@@ -73,7 +77,8 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             model=model, cache=cache, out=out, sweep=sweep or None, teacher=teacher, steps=steps,
             cfg=cfg_scale, lpips_weights=lpips_weights, fid_model=fid_model, fvd_model=fvd_model,
-            max_videos=max_videos, max_frames=max_frames, vs_teacher=vs_teacher,
+            max_videos=max_videos, max_frames=max_frames,
+            vs_teacher=vs_teacher, vs_teacher_cfg=vs_teacher_cfg,
             seed=seed, window=window, overlap=overlap, device=device, dtype=dtype,
         )  # fmt: skip
         result = run(resolve_config(EvalConfig, preset, config, overrides))

@@ -374,6 +374,8 @@ def save_student(
         "ablation": ablation_label(cfg),
         "stage": cfg.stage,
         "trained_steps": steps,
+        # the teacher guidance it imitates (a w_range student is trained for a range; None: unguided)
+        "guidance_w": None if cfg.w_range is not None else float(cfg.w or 0.0),
         "segments": segments,
         "segment_edges": edges,
         "num_ddim_steps": cfg.num_ddim_steps,

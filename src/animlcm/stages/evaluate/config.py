@@ -37,6 +37,9 @@ class EvalConfig(SamplingSettings):
     vs_teacher: int | None = None
     """Also compare every row with the teacher's own render at N steps from the same noise (the seed): adds
     a psnr_vs_teacher column, how closely a student reproduces what it was distilled to imitate."""
+    vs_teacher_cfg: float | None = None
+    """CFG scale of that reference render; default: the guidance the student was distilled with (1 + w,
+    from its meta), else ``cfg``."""
 
     def validate(self) -> None:
         if self.cache is None:

@@ -107,6 +107,15 @@ def evaluate(
     )
 
 
+def reference_cfg(cfg: EvalConfig, meta: dict) -> float:
+    """The teacher's CFG scale for ``--vs-teacher``: as given, else the student's distillation guidance
+    (x0_c + w (x0_c - x0_u) is CFG scale 1 + w), else the teacher rows' ``--cfg``."""
+    if cfg.vs_teacher_cfg is not None:
+        return cfg.vs_teacher_cfg
+    w = meta.get("guidance_w")
+    return 1.0 + float(w) if w is not None else cfg.cfg
+
+
 def _warm_up(model: RenderModel, clip: PoseClip, settings: SamplerSettings) -> None:
     """One short render so lazy initialisation (kernels, allocator) is not billed to the first row."""
     n = min(clip.num_frames, settings.window)
@@ -146,11 +155,13 @@ def run(cfg: EvalConfig) -> EvalResult:
                 cfg.model if student.kind == "teacher" else teacher_of(student.meta, Path(cfg.model))
             )
         teacher = load_render_model(teacher_dir, preset=cfg.preset, device=device, dtype=dtype)
-    teacher_frames = None
+    teacher_frames, reference = None, None
     if cfg.vs_teacher:
         # the same seed gives the teacher the same starting noise as every row: a distilled student should
         # land where the teacher's ODE from that noise lands
-        reference = SamplerSettings(steps=cfg.vs_teacher, teacher=True, **base)
+        reference = SamplerSettings(
+            steps=cfg.vs_teacher, teacher=True, **{**base, "cfg": reference_cfg(cfg, student.meta)}
+        )
         teacher_frames = [
             render_clip(teacher, c.frames[0], c.skeleton, reference, face=c.face).frames for c in clips
         ]
@@ -180,7 +191,7 @@ def run(cfg: EvalConfig) -> EvalResult:
                     fvd_net=fvd_net,
                     # the reference row itself would compare with itself (infinite PSNR): left blank
                     teacher_frames=None
-                    if name == "teacher" and settings.steps == cfg.vs_teacher
+                    if teacher_frames is not None and name == "teacher" and settings == reference
                     else teacher_frames,
                 )
             )
@@ -190,7 +201,8 @@ def run(cfg: EvalConfig) -> EvalResult:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": str(cfg.model), "cache": str(cfg.cache), "videos": len(clips), "device": str(device),
             "dtype": str(dtype).replace("torch.", ""), "height": cfg.height, "width": cfg.width,
-            "vs_teacher_steps": cfg.vs_teacher}  # fmt: skip
+            "vs_teacher_steps": cfg.vs_teacher,
+            "vs_teacher_cfg": reference.cfg if reference is not None else None}  # fmt: skip
     report.write_metrics_json(rows, out / "metrics.json", meta)
     table = out / "metrics.md"
     tmp = table.with_name(table.name + ".tmp")
