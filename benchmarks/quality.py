@@ -203,8 +203,7 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
-    fields = report.MetricRow.__dataclass_fields__
-    as_metric = lambda rs: [report.MetricRow(**{k: r[k] for k in fields if k in r}) for r in rs]  # noqa: E731
+    as_metric = lambda rs: [report.MetricRow.from_json(r) for r in rs]  # noqa: E731
     builtin = as_metric([r for r in rows if r.get("model") != "variant"])
     variants = as_metric([r for r in rows if r.get("model") == "variant"])
     text = (

@@ -93,6 +93,8 @@ def test_report_files(tmp_path):
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert set(report.ROW_KEYS) <= set(data["rows"][0]) and data["rows"][0]["lpips"] == 0.3
     assert [r["method"] for r in data["rows"]] == ["lcd"] * 3 + ["teacher"] * 2
+    # a row read back (with a caller's label added) is the row written, its extra columns included
+    assert [report.MetricRow.from_json({**r, "model": "variant"}) for r in data["rows"]] == rows
     table = report.markdown_table(rows)
     lines = table.strip().splitlines()
     assert len(lines) == 2 + len(rows) and "LPIPS" in lines[0] and "| teacher | - | 25 |" in table

@@ -26,6 +26,13 @@ class MetricRow:
         extra = d.pop("extra")
         return {**d, **extra}
 
+    @classmethod
+    def from_json(cls, row: dict) -> MetricRow:
+        """The inverse of ``to_json``: numeric keys beyond ``ROW_KEYS`` go back to ``extra`` (others, such as
+        a label a caller added, are dropped)."""
+        extra = {k: float(v) for k, v in row.items() if k not in ROW_KEYS and isinstance(v, int | float)}
+        return cls(**{k: row[k] for k in ROW_KEYS}, extra=extra)
+
 
 def write_metrics_json(rows: list[MetricRow], path: Path, meta: dict | None = None) -> None:
     path = Path(path)
