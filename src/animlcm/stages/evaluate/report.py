@@ -76,8 +76,11 @@ def plot_sweep(rows: list[MetricRow], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    # a fourth panel when rows were compared with the teacher's render (eval --vs-teacher)
+    fidelity = any("psnr_vs_teacher" in r.extra for r in rows)
+    fig, axes = plt.subplots(1, 4 if fidelity else 3, figsize=(17.5 if fidelity else 13, 3.8))
     groups: dict[str, list[MetricRow]] = {}
     for r in rows:
         groups.setdefault(f"{r.method}" + ("" if r.ablation in ("-", "") else f" ({r.ablation})"), []).append(
@@ -90,6 +93,9 @@ def plot_sweep(rows: list[MetricRow], path: Path) -> None:
         axes[0].plot(steps, [r.psnr for r in rs], style, label=label)
         axes[1].plot(steps, [r.ssim for r in rs], style, label=label)
         axes[2].plot([r.seconds_per_frame for r in rs], [r.psnr for r in rs], style, label=label)
+        if fidelity:
+            compared = [(r.steps, r.extra["psnr_vs_teacher"]) for r in rs if "psnr_vs_teacher" in r.extra]
+            axes[3].plot([c[0] for c in compared], [c[1] for c in compared], style, label=label)
         for r in rs:
             axes[2].annotate(
                 str(r.steps),
@@ -98,21 +104,25 @@ def plot_sweep(rows: list[MetricRow], path: Path) -> None:
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    for ax, (xl, yl) in zip(
-        axes, (("steps", "PSNR (dB)"), ("steps", "SSIM"), ("seconds per frame", "PSNR (dB)")), strict=True
-    ):
+    labels = [("steps", "PSNR (dB)"), ("steps", "SSIM"), ("seconds per frame", "PSNR (dB)")]
+    if fidelity:
+        labels.append(("steps", "PSNR vs teacher (dB)"))
+    for ax, (xl, yl) in zip(axes, labels, strict=True):
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
     all_steps = sorted({r.steps for r in rows})
-    for ax in axes[:2]:
+    for ax in [axes[0], axes[1], *axes[3:]]:
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_steps, [str(s) for s in all_steps])  # 1, 2, 4, 8, 25, 50 rather than 2^k
         ax.minorticks_off()
     axes[2].set_xscale("log")
+    axes[2].xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow log range overlap
     axes[0].set_title("quality vs steps")
     axes[1].set_title("structure vs steps")
     axes[2].set_title("quality vs time (labels: steps)")
+    if fidelity:
+        axes[3].set_title("fidelity to the teacher vs steps")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
