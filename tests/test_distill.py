@@ -199,6 +199,29 @@ def test_method_spatial_then_temporal(method, tiny_cache, tiny_teacher, tmp_path
         assert spatial_student.meta["base_teacher"] == str(Path(tiny_teacher).resolve())
 
 
+def test_merge_ablations_keeps_the_earlier_stage():
+    from animlcm.stages.distill.methods import merge_ablations
+
+    assert merge_ablations("cons=0", "") == "cons=0"
+    assert merge_ablations("eta=0", "eta=0,temporal_sdm=0") == "eta=0,temporal_sdm=0"
+    assert merge_ablations("", "") == ""
+
+
+def test_temporal_student_inherits_a_spatial_ablation(tiny_cache, tiny_teacher, tmp_path):
+    """CoNS is 0 in CoSeC's temporal preset, so only the spatial run shows the ablation: the final student
+    must still say it (else the quality table labels a no-CoNS student as the full method)."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.trainer import run
+
+    spatial = _cfg(tiny_cache, tiny_teacher, tmp_path / "s", method="cosec", stage="spatial", cons=0.0)
+    run(dataclasses.replace(spatial, max_steps=1))
+    temporal = run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "t", method="cosec", stage="temporal", num_frames=2,
+             init=tmp_path / "s", max_steps=1, cons=0.0)
+    )  # fmt: skip
+    assert load_model_folder(temporal.result).meta["ablation"] == "cons=0"
+
+
 def test_animatelcm_init_strategy_lora_reaches_target_by_ema(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
     """Temporal stage: the target starts without the spatial LoRA and gains it through the EMA."""
     from animlcm.stages.distill import trainer

@@ -105,3 +105,11 @@ def ablation_label(cfg: Any) -> str:
             shown = ",".join(f"{x:g}" for x in shown)
         parts.append(f"{key}={shown:g}" if isinstance(shown, float) else f"{key}={shown}")
     return ",".join(parts)
+
+
+def merge_ablations(earlier: str, current: str) -> str:
+    """The ablation label of a student whose earlier stage (``--init``) was ablated too: the earlier stage's
+    switches, then this stage's new ones (``cons=0`` is off in CoSeC's temporal preset anyway, so a
+    temporal student of a ``cons=0`` spatial run would otherwise read as the full method)."""
+    parts = [p for p in earlier.split(",") if p]
+    return ",".join(parts + [p for p in current.split(",") if p and p not in parts])

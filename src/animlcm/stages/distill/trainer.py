@@ -365,13 +365,15 @@ def save_student(
     from animlcm.diffusion.timesteps import segment_edges, segmented_plan
     from animlcm.models.io import save_model_folder
     from animlcm.models.lora import has_lora, merge_lora
-    from animlcm.stages.distill.methods import ablation_label
+    from animlcm.stages.distill.methods import ablation_label, merge_ablations
 
     segments = int(cfg.segments or 1)
     edges = segment_edges(segments, cfg.num_ddim_steps)
+    # a stage started from an earlier student of the same method inherits that student's ablation
+    earlier = init_meta.get("ablation", "") if init_meta.get("method") == cfg.method else ""
     meta = {
         "method": cfg.method,
-        "ablation": ablation_label(cfg),
+        "ablation": merge_ablations(earlier, ablation_label(cfg)),
         "stage": cfg.stage,
         "trained_steps": steps,
         # the teacher guidance it imitates (a w_range student is trained for a range; None: unguided)
