@@ -86,16 +86,18 @@ def plot_sweep(rows: list[MetricRow], path: Path) -> None:
         groups.setdefault(f"{r.method}" + ("" if r.ablation in ("-", "") else f" ({r.ablation})"), []).append(
             r
         )
-    for label, rs in groups.items():
+    # one distinct colour per line (the default cycle repeats after 10, and an ablation table has more)
+    palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    for (label, rs), color in zip(groups.items(), palette * (len(groups) // len(palette) + 1), strict=False):
         rs = sorted(rs, key=lambda r: r.steps)
         steps = [r.steps for r in rs]
         style = "s--" if rs[0].method == "teacher" else "o-"
-        axes[0].plot(steps, [r.psnr for r in rs], style, label=label)
-        axes[1].plot(steps, [r.ssim for r in rs], style, label=label)
-        axes[2].plot([r.seconds_per_frame for r in rs], [r.psnr for r in rs], style, label=label)
+        axes[0].plot(steps, [r.psnr for r in rs], style, label=label, color=color)
+        axes[1].plot(steps, [r.ssim for r in rs], style, label=label, color=color)
+        axes[2].plot([r.seconds_per_frame for r in rs], [r.psnr for r in rs], style, label=label, color=color)
         if fidelity:
             compared = [(r.steps, r.extra["psnr_vs_teacher"]) for r in rs if "psnr_vs_teacher" in r.extra]
-            axes[3].plot([c[0] for c in compared], [c[1] for c in compared], style, label=label)
+            axes[3].plot([c[0] for c in compared], [c[1] for c in compared], style, label=label, color=color)
         for r in rs:
             axes[2].annotate(
                 str(r.steps),
@@ -123,8 +125,9 @@ def plot_sweep(rows: list[MetricRow], path: Path) -> None:
     axes[2].set_title("quality vs time (labels: steps)")
     if fidelity:
         axes[3].set_title("fidelity to the teacher vs steps")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    # the legend beside the panels, where it hides no line
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 1.9 / fig.get_figwidth(), 1))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, dpi=110, format="png")
