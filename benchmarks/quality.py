@@ -127,6 +127,7 @@ def main() -> int:
         },
         "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
         "sizes": {"teacher": _parameters(args.teacher), "vae": _parameters(args.teacher / "vae")},
+        "run": _machine(args),
         "vs_teacher_steps": args.vs_teacher,
         "vs_teacher_cfg": student_cfg,
         "teacher_cfg": args.cfg,
@@ -213,6 +214,12 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
         "starting noise: how closely a row reproduces what the students imitate. Teacher rows use DDIM + CFG "
         f"{budget['teacher_cfg']:g}, or the CFG in their ablation column.\n\n"
     )
+    if "run" in budget:
+        r = budget["run"]
+        text += (
+            f"Measured {r['date']} on {r['machine']}, {r['jobs']} evals or distillations at once with "
+            f"{r['threads_per_job']} thread(s) each (seconds per frame are from that shared machine).\n\n"
+        )
     text += "### Built-in teacher and student\n\n" + _builtin_budget(budget) + "\n\n"
     text += report.markdown_table(builtin)
     if variants:
@@ -232,6 +239,21 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
     ablations = [r for r in variants if r.method in ("dancelcm", "cosec")]
     if any(r.ablation for r in ablations):
         report.plot_sweep(teacher + ablations, out / "quality_ablations.png")
+
+
+def _machine(args: argparse.Namespace) -> dict:
+    """Where and how the table was made (seconds per frame mean nothing without it)."""
+    import datetime
+
+    import torch
+
+    gpu = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": torch.cuda.get_device_name() if gpu else f"CPU, {os.cpu_count()} cores",
+        "jobs": args.jobs,
+        "threads_per_job": int(THREADS["OMP_NUM_THREADS"]),
+    }
 
 
 def _builtin_budget(budget: dict) -> str:
