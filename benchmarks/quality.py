@@ -7,7 +7,8 @@ from its first frame, compared with ground truth (L1, PSNR, SSIM). Writes ``qual
 ``animlcm eval``'s metrics.json, plus a ``budget`` header), ``quality.md`` and ``quality.png``.
 
 Everything is made with the project's own commands; finished pieces in ``--work`` are reused, so a killed
-run resumes. The defaults use the built-in teacher and the training cache of ``make models``.
+run resumes. The defaults use the built-in teacher and make the training split of ``make models`` (the same
+synth call, extracted with that teacher's VAE) in ``--work``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     assets = ROOT / "src" / "animlcm" / "assets" / "tiny"
     parser.add_argument("--teacher", type=Path, default=assets / "teacher")
-    parser.add_argument("--train-cache", type=Path, default=ROOT / "runs" / "build_models" / "cache")
+    parser.add_argument(
+        "--train-cache", type=Path, default=None,
+        help="cache to distil the variants on (default: made in --work, as `make models` makes its own)",
+    )  # fmt: skip
     parser.add_argument("--builtin", type=Path, default=assets / "student", help="also evaluate this student")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2, help="pieces (evals, variants) run at once")
@@ -89,9 +93,20 @@ def main() -> int:
     THREADS["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    if not (args.train_cache / "manifest.json").exists():
-        print(f"{args.train_cache}: no training cache; run `make models` first (or pass --train-cache)")
+    if args.train_cache is not None and not (args.train_cache / "manifest.json").exists():
+        print(f"{args.train_cache}: not a cache; pass a folder from `animlcm extract`, or drop --train-cache")
         return 2
+    pending = [n for n in args.variants if not (work / f"{n}_temporal" / "student").exists()]
+    if args.train_cache is None:
+        args.train_cache = work / "train_cache"
+        if pending and not (args.train_cache / "manifest.json").exists():
+            # the training split of `make models` (its synth call), extracted with the teacher's VAE
+            videos = work / "train_videos"
+            if not (videos / "synth.json").exists():
+                synth = "--identities 12 --clips 4 --frames 48 --size 128 --seed 0"
+                animlcm("synth", "--out", str(videos), *synth.split())
+            animlcm("extract", str(videos), "--out", str(args.train_cache), "--pose", "groundtruth",
+                    "--teacher", str(args.teacher))  # fmt: skip
 
     # every row is also compared with the teacher's render along the trajectory the students imitate: the
     # teacher guided as in distillation (x0_c + w (x0_c - x0_u) is CFG scale 1 + w)
