@@ -190,9 +190,7 @@ def run(cfg: EvalConfig) -> EvalResult:
                     fid_net=fid_net,
                     fvd_net=fvd_net,
                     # the reference row itself would compare with itself (infinite PSNR): left blank
-                    teacher_frames=None
-                    if teacher_frames is not None and name == "teacher" and settings == reference
-                    else teacher_frames,
+                    teacher_frames=None if settings == reference else teacher_frames,
                 )
             )
             advance(i + 1)
