@@ -91,6 +91,52 @@ def test_init_options_flow_into_the_folder(app, tmp_path):
     assert "face_projector" not in info.counts
 
 
+def test_widths_make_a_bigger_tiny_teacher_that_loads_and_runs(app, tmp_path, teacher):
+    import torch
+
+    from animlcm.models.io import load_model_folder
+    from animlcm.models.teacher import folder_info
+
+    out = tmp_path / "W"
+    result = CliRunner().invoke(app, ["teacher", "init", "--out", str(out), "--widths", "64,128"])
+    assert result.exit_code == 0, result.output
+    net = load_model_folder(out).net
+    assert list(net.unet.config.block_out_channels) == [64, 128]
+    assert list(net.reference_unet.config.block_out_channels) == [64, 128]
+    # about four times the default's UNet parameters (a conv's weights grow with in x out channels)
+    default = folder_info(teacher[0]).counts["unet (spatial)"]
+    assert 3 * default < folder_info(out).counts["unet (spatial)"] < 5 * default
+    # one pass through the wider network at the tiny latent size
+    x = torch.randn(1, 4, 2, 16, 16)
+    with torch.no_grad():
+        cond = net.encode_conditioning(torch.rand(1, 3, 128, 128), torch.randn(1, 4, 16, 16), None)
+        y = net(x, torch.tensor([500]), {"skeleton": torch.rand(1, 3, 2, 128, 128)}, cond)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("widths", ["30,64", "64", "a,b"])
+def test_bad_widths_are_one_line(app, tmp_path, widths):
+    result = CliRunner().invoke(app, ["teacher", "init", "--out", str(tmp_path / "B"), "--widths", widths])
+    assert isinstance(result.exception, AnimlcmError), result.output
+    assert f"--widths {widths}" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_widths_are_for_the_tiny_preset(app, tmp_path):
+    args = [
+        "teacher",
+        "init",
+        "--preset",
+        "sd15",
+        "--random",
+        "--out",
+        str(tmp_path / "S"),
+        "--widths",
+        "64,128",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert "--widths is for the tiny preset" in str(result.exception)
+
+
 def test_sd15_without_parts_names_each_missing_part(app, tmp_path):
     result = CliRunner().invoke(app, ["teacher", "init", "--preset", "sd15", "--out", str(tmp_path / "S")])
     assert isinstance(result.exception, AnimlcmError)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from animlcm.cli.common import ConfigOpt, OptBool, OptInt, OptStr, PresetOpt
+from animlcm.errors import AnimlcmError
 
 teacher_app = typer.Typer(
     name="teacher",
@@ -62,6 +63,9 @@ def init_cmd(
     schedule: Annotated[
         Spec, typer.Option("--schedule", help="zero_snr_v (default) or sd15 (epsilon).")
     ] = None,
+    widths: Annotated[
+        Spec, typer.Option("--widths", help="tiny: UNet block widths, e.g. 64,128 (default 32,64).")
+    ] = None,
     seed: Annotated[OptInt, typer.Option("--seed", help="Seed of the random weights.")] = None,
     dtype: Annotated[Spec, typer.Option("--dtype", help="Saved dtype: float32, float16, bfloat16.")] = None,
 ) -> None:
@@ -83,6 +87,7 @@ def init_cmd(
         aux_head=aux_head,
         champ_attention=champ_attention,
         schedule=schedule,
+        widths=_ints("--widths", widths),
         seed=seed,
         dtype=dtype,
     )
@@ -92,6 +97,15 @@ def init_cmd(
         path = init_teacher(cfg)
     console.print(f"[green]wrote[/] teacher folder {path}")
     _print_info(path, console)
+
+
+def _ints(flag: str, text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AnimlcmError(f"{flag} {text}: give comma-separated integers, e.g. 64,128") from None
 
 
 @teacher_app.command("info")

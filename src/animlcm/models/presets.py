@@ -181,6 +181,18 @@ def default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
+def tiny_unet2d(widths: tuple[int, ...]) -> dict:
+    """The tiny UNet config with other block widths (one per block, multiples of its 8 norm groups)."""
+    n = len(TINY_UNET2D["block_out_channels"])
+    if len(widths) != n or any(w < 8 or w % 8 for w in widths):
+        shown = ",".join(str(w) for w in widths)
+        raise AnimlcmError(
+            f"--widths {shown}: the tiny UNet needs {n} block widths, multiples of 8 "
+            "(default 32,64; e.g. 64,128)"
+        )
+    return {**TINY_UNET2D, "block_out_channels": [int(w) for w in widths]}
+
+
 def tiny_network(
     seed: int = 0,
     face_tokens: bool = True,
@@ -314,10 +326,11 @@ def build_network(
     champ_attention: bool = False,
     schedule: NoiseSchedule | dict | str | None = None,
     dtype: torch.dtype | None = None,
+    widths: tuple[int, ...] | None = None,
 ) -> AnimationNetwork:
     """A network of ``preset``: random weights (``tiny`` always, ``sd15`` with ``random=True``) or, for
     ``sd15``, the SD1.5 UNet (denoiser spatial part and reference net), motion adapter and CLIP image encoder
-    from ``parts``.
+    from ``parts``. ``widths`` (tiny only) replaces the UNets' block widths: a bigger tiny teacher.
 
     The pose guider, face projector and aux head start random (the guider's output layer at zero); their
     trained weights come with ``animlcm teacher import`` or training.
@@ -329,6 +342,10 @@ def build_network(
         champ_attention=champ_attention,
         schedule=schedule,
     )
+    if widths is not None:
+        if preset != "tiny":
+            raise AnimlcmError(f"--widths is for the tiny preset; {preset} takes its widths from its weights")
+        opts["unet2d"] = tiny_unet2d(widths)
     if preset == "tiny" or (preset == "sd15" and random):
         cfg = network_config(preset, **opts)
         with torch.random.fork_rng(devices=[]), default_dtype(dtype):

@@ -53,6 +53,8 @@ class TeacherInitConfig:
     """Champ's guidance-encoder attention layers in every pose encoder."""
     schedule: str = "zero_snr_v"
     """Noise schedule: zero_snr_v (v-pred, zero-SNR, trailing: Animate Anyone/Champ) or sd15 (epsilon)."""
+    widths: tuple[int, ...] | None = None
+    """tiny: the UNets' block widths (default 32,64; 64,128 is a ~4x bigger teacher)."""
     seed: int = 0
     dtype: str = "float32"
     """dtype of the saved weights: float32, float16 or bfloat16."""
@@ -105,6 +107,7 @@ def init_teacher(cfg: TeacherInitConfig) -> Path:
             champ_attention=cfg.champ_attention,
             schedule=cfg.schedule,
             dtype=DTYPES[cfg.dtype] if cfg.random else None,
+            widths=tuple(cfg.widths) if cfg.widths else None,
         )
     except AnimlcmError as exc:
         errors.extend(str(exc).split("\n"))

@@ -77,6 +77,9 @@ def main() -> int:
     # where a GPU is lent: a wider VAE, larger batches and loader workers (see benchmarks/README.md)
     parser.add_argument("--device", default="auto", help="VAE training device: auto, cpu or cuda")
     parser.add_argument("--vae-channels", default="8,16,32,32", help="the VAE's four block widths")
+    parser.add_argument(
+        "--teacher-widths", default=None, help="the teacher UNets' block widths (default 32,64; e.g. 64,128)"
+    )
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=64, help="VAE training crop (128: whole frames)")
     parser.add_argument("--teacher-batch", type=int, default=4, help="frames (spatial) / clips (temporal)")
@@ -138,8 +141,10 @@ def main() -> int:
         print(f"tiny VAE: reconstruction PSNR {stats['psnr']:.2f} dB on training frames", flush=True)
 
     step("train VAE", vae_dir / "config.json", train_vae)
+    widths = ["--widths", args.teacher_widths] if args.teacher_widths else []
     step("teacher init", teacher0 / "animlcm.json", lambda: animlcm(
-        "teacher", "init", "--preset", "tiny", "--vae", str(vae_dir), "--out", str(teacher0)))  # fmt: skip
+        "teacher", "init", "--preset", "tiny", "--vae", str(vae_dir), "--out", str(teacher0),
+        *widths))  # fmt: skip
     extract = ["extract", str(videos), "--out", str(cache), "--preset", "tiny", "--pose", "groundtruth",
                "--teacher", str(teacher0)]  # fmt: skip
     step("extract", cache / "manifest.json", lambda: animlcm_shards(extract, args.extract_jobs))
