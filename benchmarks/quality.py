@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -129,6 +128,8 @@ def main() -> int:
             str(args.teacher),
         )
 
+    from animlcm.models.teacher import folder_info
+
     budget = {
         "teacher": str(args.teacher),
         "teacher_build": _read_json(args.teacher.parent / "build.json"),
@@ -141,7 +142,7 @@ def main() -> int:
             "w": args.w,
         },
         "heldout": {"identities": args.identities, "clips": 1, "frames": args.frames, "size": 128},
-        "sizes": {"teacher": _parameters(args.teacher), "vae": _parameters(args.teacher / "vae")},
+        "sizes": {"teacher": folder_info(args.teacher).total},
         "run": _machine(args),
         "vs_teacher_steps": args.vs_teacher,
         "vs_teacher_cfg": student_cfg,
@@ -280,7 +281,7 @@ def _builtin_budget(budget: dict) -> str:
     if "teacher" in sizes:
         parts.append(
             f"Teacher: {sizes['teacher']:,} parameters (denoiser with motion modules, reference net, pose "
-            f"guider, image and face encoders), VAE {sizes.get('vae', 0):,}."
+            "guider, image and face encoders)."
         )
     for name, label, batch, unit in (
         ("teacher_spatial", "Teacher spatial", "teacher_batch", "frames"),
@@ -291,23 +292,10 @@ def _builtin_budget(budget: dict) -> str:
         if name in runs:
             parts.append(f"{label}: {runs[name]['steps']} steps at batch {args.get(batch, '?')} {unit}.")
     if "vae" in build:
-        parts.append(
-            f"VAE: {build['vae'].get('steps', '?')} steps, {build['vae']['psnr']:.1f} dB on training frames."
-        )
+        vae = build["vae"]
+        size = f"{vae['parameters']:,} parameters, " if "parameters" in vae else ""
+        parts.append(f"VAE: {size}{vae.get('steps', '?')} steps, {vae['psnr']:.1f} dB on training frames.")
     return " ".join(parts)
-
-
-def _parameters(folder: Path) -> int:
-    """Parameter count of a model folder's safetensors files, from their headers (nothing is loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), "pt") as f:
-            for key in f.keys():
-                shape = f.get_slice(key).get_shape()
-                total += math.prod(shape)
-    return total
 
 
 def _steps_yaml(work: Path, student: str, teacher: str) -> Path:
