@@ -230,6 +230,13 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
         "starting noise: how closely a row reproduces what the students imitate. Teacher rows use DDIM + CFG "
         f"{budget['teacher_cfg']:g}, or the CFG in their ablation column.\n\n"
     )
+    if any(r.part_colour_error is not None for r in builtin + variants):
+        text += (
+            "Appearance, from the held-out clips' body-part label maps: part colour err is the RGB distance "
+            "(0-255) between the mean colours of the render and of the truth inside each part's true mask, "
+            "averaged over frames and clips, then over the parts; PSNR person / bg: PSNR over the "
+            "person's / the background's pixels only.\n\n"
+        )
     if "run" in budget:
         r = budget["run"]
         text += (

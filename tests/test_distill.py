@@ -154,6 +154,19 @@ def test_dataset_samples(tiny_cache, tmp_path):
     again = ds[5]
     assert all(torch.equal(item[k], again[k]) for k in ("latents", "ref_latent", "other_latent"))
 
+    # preloaded into memory: the very same samples, with no HDF5 handle left open; without faces, no crops
+    held = DistillDataset(
+        tiny_cache, num_frames=3, stride=2, second_reference=True, other_reference=True, seed=3,
+        faces=False, preload=True,
+    )  # fmt: skip
+    assert held.preloaded_bytes > 0 and all(e._h5 is None for e in held.entries)
+    fast = held[5]
+    assert "ref_face" not in fast and "ref_face_found" not in fast
+    assert all(e._h5 is None for e in held.entries)  # served from memory, the file never reopened
+    for k in ("latents", "ref_image", "ref_latent", "ref2_latent", "other_latent", "motion_mask"):
+        assert torch.equal(item[k], fast[k]), k
+    assert torch.equal(item["pose"]["skeleton"], fast["pose"]["skeleton"])
+
     one = write_tiny_cache(tmp_path / "one", videos=1)
     with pytest.raises(AnimlcmError, match="CoNS.*one video"):
         DistillDataset(one, other_reference=True)

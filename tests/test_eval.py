@@ -14,8 +14,9 @@ from animlcm.stages.evaluate import EvalConfig, report, run
 from animlcm.stages.render import sources
 
 
-def write_tiny_cache(root, names=("clip_a", "clip_b"), frames=4, size=128, fps=12.0):
-    """A cache folder with every required dataset, written through the cache's own writer."""
+def write_tiny_cache(root, names=("clip_a", "clip_b"), frames=4, size=128, fps=12.0, labelled=("clip_b",)):
+    """A cache folder with every required dataset, written through the cache's own writer; the videos in
+    ``labelled`` also get body-part labels (the person's upper half "head", the lower half "torso")."""
     from animlcm.cache import schema
     from animlcm.cache.writer import STATUS_OK, Manifest, ManifestEntry, VideoWriter
     from animlcm.stages.extract.skeleton import draw_skeletons, pad_layout
@@ -42,6 +43,11 @@ def write_tiny_cache(root, names=("clip_a", "clip_b"), frames=4, size=128, fps=1
             )
             w.write(schema.MOTION_MASK, np.zeros((frames, h, h), bool), {"delta": 0.2})
             w.write(schema.SOURCE_INDEX, np.arange(frames))
+            if name in labelled:
+                person = skel.max(-1) > 0
+                labels = np.where(person, 2, 0).astype(np.uint8)
+                labels[:, : size // 2][person[:, : size // 2]] = 1
+                w.write(schema.PART_LABELS, labels, {"names": ["background", "head", "torso"]})
             w.set_attrs(fps=fps, num_frames=frames, height=size, width=size, name=name)
             w.commit()
         Manifest(root).update(
@@ -77,6 +83,17 @@ def test_cache_pose_source_has_real_frames(cache):
     clip = sources.load_pose_source(f"{cache}:clip_b", 128, 128, max_frames=3)
     assert clip.kind == "cache" and clip.fps == 12.0 and clip.frames.shape == (3, 128, 128, 3)
     assert clip.skeleton.shape == (3, 128, 128, 3) and clip.keypoints.shape == (3, 134, 3)
+    from animlcm.cache import CacheReader
+
+    with CacheReader(cache).open("clip_b") as entry:
+        np.testing.assert_array_equal(clip.labels, entry.part_labels(slice(0, 3)))
+    assert clip.part_names == ("background", "head", "torso")
+    assert sources.load_pose_source(f"{cache}:clip_a", 128, 128).labels is None  # not a synthetic clip
+    # at another render size the labels follow the frames' geometry, nearest-neighbour (no new labels)
+    small = sources.load_pose_source(f"{cache}:clip_b", 64, 64, max_frames=3)
+    assert small.labels.shape == (3, 64, 64) and set(np.unique(small.labels)) == {0, 1, 2}
+    person = small.labels > 0  # the labelled pixels are the bright "person" ones (blurred by the resize)
+    assert small.frames[person].mean() > small.frames[~person].mean() + 60
     with pytest.raises(AnimlcmError, match="no video 'nope'"):
         sources.load_pose_source(f"{cache}:nope", 128, 128)
 
@@ -120,6 +137,23 @@ def test_eval_sweep_writes_schema_table_and_plot(cache, student_dir, tmp_path):
         and "| teacher | - | 3 |" in table
     )
     assert result.plot.read_bytes()[:4] == b"\x89PNG"
+    # appearance: only clip_b has labels, so every row's value is clip_b's, recomputed here by hand
+    for r in rows:
+        assert r["psnr_person"] > 0 and r["psnr_background"] > 0
+        assert set(r["part_colour_errors"]) == {"head", "torso"}
+        assert r["part_colour_error"] == pytest.approx(np.mean(list(r["part_colour_errors"].values())))
+    assert "| part colour err | PSNR person | PSNR bg |" in table
+    from animlcm.stages.evaluate import metrics
+    from animlcm.stages.render.model import load_render_model
+    from animlcm.stages.render.pipeline import SamplerSettings, render_clip
+
+    student = load_render_model(student_dir, preset="tiny", device=torch.device("cpu"), dtype=torch.float32)
+    clip = sources.load_pose_source(f"{cache}:clip_b", 128, 128, 3)
+    out = render_clip(student, clip.frames[0], clip.skeleton, SamplerSettings(steps=1), face=clip.face)
+    by_hand = metrics.appearance_metrics(out.frames, clip.frames, clip.labels, clip.part_names)
+    assert rows[0]["part_colour_error"] == pytest.approx(by_hand["part_colour_error"], abs=1e-3)
+    assert rows[0]["psnr_person"] == pytest.approx(by_hand["psnr_person"], abs=1e-3)
+    assert rows[0]["psnr_background"] == pytest.approx(by_hand["psnr_background"], abs=1e-3)
 
 
 def test_eval_errors(cache, student_dir, tmp_path):

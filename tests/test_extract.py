@@ -265,6 +265,63 @@ def test_kill_and_resume_in_a_subprocess(tmp_path):
             assert v.latents(slice(None)).shape == (16, 4, 16, 16)
 
 
+# -- body-part labels of synthetic clips ----------------------------------------------------------------
+def test_part_labels_travel_into_the_cache_frame_for_frame(dancers, tmp_path):
+    from animlcm.synth import layout
+    from animlcm.synth.parts import load_parts, parts_path
+    from animlcm.synth.world import generate
+
+    videos = generate(tmp_path / "v", identities=2, clips=1, frames=16, size=128, seed=1, progress=False)
+    # 8 of the 16 fps: the cache keeps every other frame, and the labels of exactly those frames
+    summary = run(tiny_cfg(pose="groundtruth", fps=8.0), [tmp_path / "v"], tmp_path / "cache")
+    assert summary.exit_code == 0
+    reader = CacheReader(tmp_path / "cache")
+    for video in videos:
+        labels = load_parts(parts_path(video)).labels
+        with reader.open(video.stem) as v:
+            kept = np.asarray(v.h5[schema.SOURCE_INDEX][()])
+            np.testing.assert_array_equal(kept, np.arange(0, 16, 2))
+            assert v.has_parts and v.part_names == layout.PART_NAMES
+            cached = v.part_labels(slice(None))
+            assert cached.dtype == np.uint8 and cached.shape == (8, 128, 128)
+            np.testing.assert_array_equal(cached, labels[kept])
+            np.testing.assert_array_equal(v.part_labels(3), labels[6])
+    # a video without a .parts.npz has none, and says where they come from
+    run(tiny_cfg(pose="groundtruth"), [dancers / "dancer_0.mp4"], tmp_path / "cache")
+    with CacheReader(tmp_path / "cache").open("dancer_0") as v:
+        assert not v.has_parts and v.part_names == ()
+        with pytest.raises(AnimlcmError, match="no body-part labels"):
+            v.part_labels(0)
+
+
+def test_part_labels_are_resized_nearest_like_the_frames(tmp_path):
+    from animlcm.synth.parts import load_parts, parts_path, write_parts
+    from animlcm.synth.world import generate
+
+    (video,) = generate(tmp_path / "v", identities=1, clips=1, frames=8, size=(160, 96), progress=False)
+    source = load_parts(parts_path(video)).labels
+    assert run(tiny_cfg(pose="groundtruth"), [video], tmp_path / "cache").exit_code == 0
+    with CacheReader(tmp_path / "cache").open(video.stem) as v:
+        cached = v.part_labels(slice(None))
+        sx, sy, ox, oy = v.attrs["crop"]
+    # a portrait dancer taller than a square crop: scaled down (160 -> 128 rows) and padded at the sides
+    assert cached.shape == (8, 128, 128) and v.attrs["crop_mode"] == "pad"
+    # by hand: each output pixel takes the label under its centre in the source frame; outside it is 0
+    ys, xs = np.mgrid[0:128, 0:128]
+    src_x, src_y = np.floor((xs - ox + 0.5) / sx).astype(int), np.floor((ys - oy + 0.5) / sy).astype(int)
+    inside = (src_x >= 0) & (src_x < 96) & (src_y >= 0) & (src_y < 160)
+    expected = np.where(inside, source[:, src_y.clip(0, 159), src_x.clip(0, 95)], 0)
+    assert (cached != expected).mean() < 0.002  # OpenCV rounds a few coordinates the other way
+    assert (cached[:, ~inside] == 0).all() and (~inside).any()  # the padding is background
+
+    # labels that do not fit their video fail that video with one line naming the file
+    write_parts(parts_path(video), source[:, :50])
+    summary = run(tiny_cfg(pose="groundtruth", motion_delta=0.3), [video], tmp_path / "cache")
+    (failed,) = summary.failed
+    assert "parts.npz" in failed.error and "do not match the video" in failed.error
+    assert "\n" not in failed.error
+
+
 # -- geometry and config -------------------------------------------------------------------------------------
 def test_sample_indices():
     np.testing.assert_array_equal(sample_indices(10, 30.0, 15.0, None), [0, 2, 4, 6, 8])

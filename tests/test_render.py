@@ -155,3 +155,37 @@ def test_model_folder_takes_a_run_folder(tmp_path):
     assert model_folder(tmp_path / "run") == tmp_path / "run" / "student"
     assert model_folder(tmp_path / "run" / "student") == tmp_path / "run" / "student"
     assert model_folder(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # left for the loader's error
+
+
+def test_builtin_model_says_it_knows_only_synthetic_dancers(real_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+    from animlcm.stages.render.domain import BUILTIN_WORLD_NOTE, builtin_model_note
+
+    photo = real_data / "ref_person_1.png"
+    args = ["render", str(photo), "--steps", "1", "--max-frames", "8", "--out", str(tmp_path / "o.mp4")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert BUILTIN_WORLD_NOTE in result.output  # one line, unwrapped
+    assert "knows only the synthetic dancers" in result.output and "teacher import" in result.output
+    # a model of the user's own, or random weights, make no claim about the built-in one
+    assert builtin_model_note(_cfg(reference=photo, model=tmp_path)) is None
+    assert builtin_model_note(_cfg(reference=photo, random=True)) is None
+
+
+def test_synthetic_references_get_no_note(tmp_path):
+    from animlcm.stages.render.domain import BUILTIN_WORLD_NOTE, builtin_model_note
+    from animlcm.synth.world import generate
+    from test_eval import write_tiny_cache
+
+    generate(tmp_path / "set", identities=1, clips=1, frames=2, size=64, refs=True, progress=False)
+    ref = tmp_path / "set" / "refs" / "id000.png"
+    assert ref.exists() and builtin_model_note(_cfg(reference=ref)) is None
+    # a frame saved anywhere, driven by a cache of synthetic clips (labelled), is the synthetic world too
+    cache = write_tiny_cache(tmp_path / "cache", labelled=("clip_b",))
+    frame = tmp_path / "frame.png"
+    videoio.write_image(frame, np.zeros((64, 64, 3), np.uint8))
+    assert builtin_model_note(_cfg(reference=frame, pose=f"{cache}:clip_b")) is None
+    assert builtin_model_note(_cfg(reference=frame, pose=f"{cache}:clip_a")) == BUILTIN_WORLD_NOTE
+    assert builtin_model_note(_cfg(reference=frame)) == BUILTIN_WORLD_NOTE

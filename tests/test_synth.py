@@ -13,10 +13,19 @@ from typer.testing import CliRunner
 from animlcm.errors import AnimlcmError
 from animlcm.synth import layout as L
 from animlcm.synth.config import SynthConfig
-from animlcm.synth.draw import draw_frame, reference_image
+from animlcm.synth.draw import draw_frame, draw_layers, reference_image
 from animlcm.synth.identity import identity_for
 from animlcm.synth.motion import dance, dance_keypoints, neutral_pose, normalised_dance_keypoints
-from animlcm.synth.world import clip_background, generate, load_pose, pose_path, render_clip
+from animlcm.synth.parts import load_parts, parts_path, write_parts
+from animlcm.synth.world import (
+    clip_background,
+    clip_name,
+    generate,
+    identity_name,
+    load_pose,
+    pose_path,
+    render_clip,
+)
 
 
 def _decode(path):
@@ -170,6 +179,101 @@ def test_reference_image_shows_a_face():
     assert np.abs(img[128, 128].astype(float) - img[5, 5]).sum() > 30  # the body is in the middle
 
 
+# ------------------------------------------------------------------------------------------ part label maps
+
+
+def _studio(size):
+    return np.full((size, size, 3), 0.5, np.float32)
+
+
+def test_labels_cover_exactly_the_dancer():
+    for seed in range(3):
+        clip = render_clip(seed, "train", seed, 0, 8, (96, 96))
+        bg = clip_background(seed, "train", seed, 0, clip.identity, clip.motion, (96, 96))
+        for f in (0, 4, 7):
+            frame, mask, labels = draw_frame(
+                clip.identity, clip.motion.frame(f), bg, return_mask=True, return_labels=True
+            )
+            assert labels.dtype == np.uint8 and labels.shape == (96, 96)
+            np.testing.assert_array_equal(labels > 0, mask >= 0.5)
+            assert labels.max() < len(L.PART_NAMES)
+            # labels are a side product: the pixels are the ones drawn without them
+            np.testing.assert_array_equal(frame, clip.frames[f])
+            np.testing.assert_array_equal(labels, clip.labels[f])
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_part_appears_where_the_pose_puts_it_in_a_frontal_neutral_pose(index):
+    ident = identity_for(0, index)
+    pose = neutral_pose(192, ident.body)
+    labels = draw_layers(ident, pose, _studio(192)).labels
+    assert set(np.unique(labels)) == set(range(len(L.PART_NAMES)))
+    kp = pose.keypoints
+    # "left"/"right" are the dancer's own sides; the hands start at the wrists, the shoes at the ankles
+    expected = {
+        L.NOSE: L.HEAD,
+        L.L_ELBOW: L.LEFT_ARM,
+        L.R_ELBOW: L.RIGHT_ARM,
+        L.L_KNEE: L.LEFT_LEG,  # a skirt ends above the knees
+        L.R_KNEE: L.RIGHT_LEG,
+        L.L_WRIST: L.HANDS,
+        L.R_WRIST: L.HANDS,
+        L.L_ANKLE: L.FEET,
+        L.R_ANKLE: L.FEET,
+    }
+    for point, part in expected.items():
+        x, y = np.round(kp[point, :2]).astype(int)
+        assert labels[y, x] == part, f"{L.NAMES[point]}: {L.PART_NAMES[labels[y, x]]}"
+    belly = np.round((kp[L.NECK, :2] + (kp[L.L_HIP, :2] + kp[L.R_HIP, :2]) / 2) / 2).astype(int)
+    assert labels[belly[1], belly[0]] == L.TORSO
+    # the dancer's left arm is on the image's right when facing the camera
+    xs = np.nonzero(labels == L.LEFT_ARM)[1].mean(), np.nonzero(labels == L.RIGHT_ARM)[1].mean()
+    assert xs[0] > 96 > xs[1]
+
+
+def test_a_left_arm_change_moves_only_the_left_arm_label():
+    ident = identity_for(0, 2)
+    pose = neutral_pose(192, ident.body)
+    kp = pose.keypoints.copy()
+    # the elbow slides outwards along the forearm's own line: the hand (oriented by the forearm) stays put
+    kp[L.L_ELBOW, :2] = kp[L.L_WRIST, :2] + 1.3 * (kp[L.L_ELBOW, :2] - kp[L.L_WRIST, :2])
+    before = draw_layers(ident, pose, _studio(192))
+    after = draw_layers(ident, dataclasses.replace(pose, keypoints=kp), _studio(192))
+    changed = before.labels != after.labels
+    assert changed.sum() > 20
+    assert ((before.labels[changed] == L.LEFT_ARM) | (after.labels[changed] == L.LEFT_ARM)).all()
+    for part in set(range(len(L.PART_NAMES))) - {L.LEFT_ARM}:
+        # every other part only loses pixels the arm now covers, or gains ones the arm left
+        gained = (after.labels == part) & (before.labels != part)
+        lost = (before.labels == part) & (after.labels != part)
+        assert (before.labels[gained] == L.LEFT_ARM).all() and (after.labels[lost] == L.LEFT_ARM).all()
+
+
+def test_parts_file_round_trip_and_bad_files(tmp_path):
+    labels = np.random.default_rng(0).integers(0, len(L.PART_NAMES), (3, 16, 20), dtype=np.uint8)
+    path = tmp_path / "x.parts.npz"
+    write_parts(path, labels)
+    parts = load_parts(path)
+    np.testing.assert_array_equal(parts.labels, labels)
+    assert parts.labels.dtype == np.uint8 and parts.names == L.PART_NAMES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parts.npz"]  # no .tmp left behind
+    assert parts_path(tmp_path / "id001_clip02.mp4").name == "id001_clip02.parts.npz"
+    np.savez(tmp_path / "bad.parts.npz", labels=np.full((2, 4, 4), 9, np.uint8), names=np.array(["a", "b"]))
+    with pytest.raises(AnimlcmError, match="indices into its 2 names"):
+        load_parts(tmp_path / "bad.parts.npz")
+    with pytest.raises(AnimlcmError, match="not a synth part-label file"):
+        load_parts(tmp_path / "none.parts.npz")
+
+
+def test_names_sort_and_stay_unique_beyond_999_identities():
+    assert clip_name(7, 3) == "id007_clip03"  # sets of up to 1000 identities keep their names
+    assert clip_name(999, 0, identities=1000, clips=1) == "id999_clip00"
+    assert identity_name(7, 2000) == "id0007"
+    names = [clip_name(i, c, identities=2000, clips=120) for i in range(0, 2000, 7) for c in (0, 9, 119)]
+    assert len(set(names)) == len(names) and sorted(names) == names
+    assert names[-1] == "id1995_clip119"
+
+
 # ----------------------------------------------------------------------------------------------------- files
 
 
@@ -190,6 +294,8 @@ def test_generate_writes_clips_poses_and_json(tmp_path):
     meta = json.loads((tmp_path / "synth.json").read_text())
     assert meta["split"] == "heldout" and meta["seed"] == 3 and (meta["height"], meta["width"]) == (64, 64)
     assert [v["video"] for v in meta["videos"]] == [v.name for v in videos]
+    assert [v["parts"] for v in meta["videos"]] == [parts_path(v).name for v in videos]
+    assert meta["part_names"] == list(L.PART_NAMES)
     assert (tmp_path / "refs" / "id001.png").exists()
     assert not list(tmp_path.glob("*.tmp"))
     for i, video in enumerate(videos):
@@ -200,6 +306,9 @@ def test_generate_writes_clips_poses_and_json(tmp_path):
         assert pose.identity == i and pose.fps == 12.0
         clip = render_clip(3, "heldout", i, 0, 12, (64, 64), 12.0)
         np.testing.assert_array_equal(pose.keypoints, clip.motion.keypoints)
+        parts = load_parts(parts_path(video))
+        assert parts.labels.shape == (12, 64, 64) and parts.names == L.PART_NAMES
+        np.testing.assert_array_equal(parts.labels, clip.labels)
         # crf 14 keeps the textures: luma is near-lossless, colour loses what yuv420p subsampling takes
         luma = np.array([0.299, 0.587, 0.114])
         assert _psnr(frames @ luma, clip.frames @ luma) > 38
@@ -219,7 +328,13 @@ def test_regenerating_a_folder_removes_the_earlier_sets_clips(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     generate(tmp_path, identities=1, clips=1, frames=4, size=64, seed=0, split="heldout", progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["id000_clip00.mp4", "id000_clip00.pose.npz", "notes.txt", "synth.json"]
+    assert names == [
+        "id000_clip00.mp4",
+        "id000_clip00.parts.npz",
+        "id000_clip00.pose.npz",
+        "notes.txt",
+        "synth.json",
+    ]
     assert json.loads((tmp_path / "synth.json").read_text())["split"] == "heldout"
 
 
@@ -266,8 +381,10 @@ def test_cli_writes_the_set(tmp_path):
     assert "wrote 2 clips" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "id000_clip00.mp4",
+        "id000_clip00.parts.npz",
         "id000_clip00.pose.npz",
         "id000_clip01.mp4",
+        "id000_clip01.parts.npz",
         "id000_clip01.pose.npz",
         "synth.json",
     ]
@@ -278,5 +395,6 @@ def test_cli_writes_the_set(tmp_path):
     assert result.exit_code == 0, result.output
     assert load_pose(out / "id000_clip00.pose.npz").keypoints.shape == (6, 18, 3)
     assert not (out / "id000_clip01.mp4").exists()  # the earlier set's second clip is gone
+    assert not (out / "id000_clip01.parts.npz").exists()  # with its labels
     result = CliRunner().invoke(app, [*args[:-2], "--split", "nope"])
     assert isinstance(result.exception, AnimlcmError)

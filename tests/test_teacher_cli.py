@@ -134,7 +134,7 @@ def test_widths_are_for_the_tiny_preset(app, tmp_path):
         "64,128",
     ]
     result = CliRunner().invoke(app, args)
-    assert "--widths is for the tiny preset" in str(result.exception)
+    assert "--widths/--heads are for the tiny preset" in str(result.exception)
 
 
 def test_sd15_without_parts_names_each_missing_part(app, tmp_path):
@@ -171,3 +171,38 @@ def test_teacher_sub_app_takes_more_commands():
 
     assert isinstance(teacher_app, typer.Typer)
     assert {c.name for c in teacher_app.registered_commands} >= {"init", "info"}
+
+
+def test_heads_split_the_attention_and_bad_heads_are_one_line(app, tmp_path):
+    from animlcm.models.io import load_model_folder
+
+    out = tmp_path / "H"
+    result = CliRunner().invoke(app, ["teacher", "init", "--out", str(out), "--heads", "4"])
+    assert result.exit_code == 0, result.output
+    net = load_model_folder(out).net
+    attn = net.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    assert attn.heads == 4 and net.reference_unet.config.attention_head_dim == 4
+    result = CliRunner().invoke(app, ["teacher", "init", "--out", str(tmp_path / "B"), "--heads", "3"])
+    assert isinstance(result.exception, AnimlcmError), result.output
+    assert "--heads 3" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_a_fresh_teacher_renders_clips_as_it_renders_frames(app, tmp_path):
+    """AnimateDiff's zero-initialised motion modules: a teacher trained only in the spatial stage must not
+    mix frames with random temporal attention when it renders a clip."""
+    import torch
+
+    from animlcm.models.io import load_model_folder
+
+    out = tmp_path / "Z"
+    assert CliRunner().invoke(app, ["teacher", "init", "--out", str(out), "--no-face-tokens"]).exit_code == 0
+    net = load_model_folder(out).net
+    x, pose = torch.randn(1, 4, 3, 16, 16), {"skeleton": torch.rand(1, 3, 3, 128, 128)}
+    with torch.no_grad():
+        cond = net.encode_conditioning(torch.rand(1, 3, 128, 128), torch.randn(1, 4, 16, 16), None)
+        clip = net(x, torch.tensor([700]), pose, cond, temporal=True)
+        frames = net(x, torch.tensor([700]), pose, cond, temporal=False)
+    assert torch.allclose(clip, frames, atol=1e-5)
+    # and the motion modules are there to be trained: their inner layers are not zero
+    inner = [p for n, p in net.unet.named_parameters() if "motion_modules" in n and "proj_in" in n]
+    assert inner and all(p.abs().sum() > 0 for p in inner)

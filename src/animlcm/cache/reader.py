@@ -28,6 +28,7 @@ class VideoEntry:
         self.name = name
         self._h5: Any = None
         self._pid = -1
+        self._memory: dict[str, np.ndarray] = {}
         try:
             with h5py.File(self.path, "r") as f:
                 self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
@@ -40,6 +41,13 @@ class VideoEntry:
                     m for m in schema.SMPL_MAPS if schema.smpl_map_path(m) in f
                 ]
                 self.num_keypoints = int(f[schema.KEYPOINTS].shape[1])
+                self.has_parts = schema.PART_LABELS in f
+                # label value i is part_names[i] (() when the video had no part labels)
+                self.part_names: tuple[str, ...] = (
+                    tuple(str(n) for n in _plain(f[schema.PART_LABELS].attrs["names"]))
+                    if self.has_parts
+                    else ()
+                )
         except (OSError, KeyError) as exc:
             raise AnimlcmError(
                 f"{self.path}: not a readable animlcm cache entry ({exc}); re-run `animlcm extract`"
@@ -95,7 +103,22 @@ class VideoEntry:
         return state
 
     # -- data ---------------------------------------------------------------------------------------
+    def preload(self, paths: list[str]) -> int:
+        """Read these datasets whole into memory (later reads slice the arrays); returns the bytes held.
+
+        Training reads a few frames of every video thousands of times: from memory that costs a numpy
+        slice instead of an HDF5 read, and forked DataLoader workers share the pages.
+        """
+        for path in paths:
+            if path not in self._memory and path in self.h5:
+                self._memory[path] = np.asarray(self.h5[path][()])
+        self.close()
+        return sum(a.nbytes for a in self._memory.values())
+
     def _read(self, path: str, idx: Any) -> np.ndarray:
+        held = self._memory.get(path)
+        if held is not None:
+            return held[idx]
         return np.asarray(self.h5[path][idx])
 
     def frames(self, idx: Any) -> np.ndarray:
@@ -142,6 +165,15 @@ class VideoEntry:
 
     def face_found(self, idx: Any) -> np.ndarray:
         return self._read(schema.FACE_FOUND, idx)
+
+    def part_labels(self, idx: Any) -> np.ndarray:
+        """uint8 (n, H, W): body-part label per pixel (names in ``part_names``; synthetic clips only)."""
+        if not self.has_parts:
+            raise AnimlcmError(
+                f"{self.path}: no body-part labels; they come from `animlcm synth` clips (VIDEO.parts.npz) "
+                "extracted with this version of `animlcm extract`"
+            )
+        return self._read(schema.PART_LABELS, idx)
 
     def smpl_params(self) -> dict[str, np.ndarray]:
         """SMPL parameters per frame ({} when SMPL did not run)."""

@@ -16,6 +16,9 @@ Inside ``NAME.h5`` (F frames, H x W pixels, latent h = H/8, w = W/8)::
     smpl/{depth,normal,semantic}  uint8 (F, H, W, 3)   optional (only when SMPL ran)
     smpl/params/<name>            float32 (F, ...)     betas, body_pose, global_orient, transl, camera
     smpl/valid                    bool (F,)
+    parts/labels     uint8   (F, H, W)         optional, synthetic clips (``VIDEO.parts.npz`` beside the
+                                               video): body-part label per pixel, nearest-neighbour into the
+                                               output frame (0 = background, also in padding); attrs ``names``
 
 Root attrs: ``schema_version``, ``complete`` (set last, just before the rename), ``name``, ``source``,
 ``fps``, ``num_frames``, ``height``, ``width``, ``config_hash``, ``tool_version``, ``pose_backend``,
@@ -46,6 +49,7 @@ SMPL_GROUP = "smpl"
 SMPL_PARAMS = "smpl/params"
 SMPL_VALID = "smpl/valid"
 SMPL_MAPS = ("depth", "normal", "semantic")
+PART_LABELS = "parts/labels"
 
 FACE_SIZE = 256
 

@@ -37,6 +37,9 @@ GradAccumOpt = Annotated[OptInt, typer.Option("--grad-accum", help="Gradient acc
 FramesOpt = Annotated[OptInt, typer.Option("--frames", help="Frames per clip (temporal stage).")]
 MixedPrecisionOpt = Annotated[OptStr, typer.Option("--mixed-precision", help="no | fp16 | bf16.")]
 NumWorkersOpt = Annotated[OptInt, typer.Option("--num-workers", help="DataLoader workers.")]
+PreloadOpt = Annotated[
+    OptBool, typer.Option("--preload/--no-preload", help="Read the whole cache into memory first.")
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
 
 # --- sampling (`render`, `eval`)

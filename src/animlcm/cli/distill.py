@@ -25,6 +25,7 @@ from animlcm.cli.common import (
     OptInt,
     OptPath,
     OptStr,
+    PreloadOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -100,6 +101,7 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[OptFloat, typer.Option("--lr", help="Learning rate (default: the method's).")] = None,
         seed: Annotated[OptInt, typer.Option("--seed", help="Seed of data, noise and timesteps.")] = None,
         num_workers: NumWorkersOpt = None,
+        preload: PreloadOpt = None,
         adam_8bit: Annotated[
             OptBool, typer.Option("--adam-8bit/--no-adam-8bit", help="bitsandbytes AdamW8bit.")
         ] = None,
@@ -179,6 +181,7 @@ def register(app: typer.Typer) -> None:
             mixed_precision=mixed_precision,
             gradient_checkpointing=gradient_checkpointing, batch_size=batch_size, grad_accum=grad_accum,
             num_frames=frames, frame_stride=frame_stride, lr=lr, seed=seed, num_workers=num_workers,
+            preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
             ema=ema, loss=loss, huber_c=huber_c, share_reference=share_reference, segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,

@@ -110,9 +110,14 @@ def register(app: typer.Typer) -> None:
             device=device,
             dtype=dtype,
         )
+        from animlcm.stages.render.domain import builtin_model_note
+
         cfg = resolve_config(RenderConfig, preset, config, overrides)
-        result = run(cfg)
         console = Console()
+        note = builtin_model_note(cfg)
+        if note is not None:  # before the render: the user learns it without waiting
+            console.print(note, style="yellow", highlight=False, markup=False, soft_wrap=True)
+        result = run(cfg)
         console.print(
             f"[green]wrote[/] {result.video} ({result.num_frames} frames, {result.fps:g} fps, "
             f"{result.height}x{result.width}) and {result.preview}"

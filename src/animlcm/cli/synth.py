@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             OptPath,
             typer.Option(
-                "--out", help="Output folder: idNNN_clipMM.mp4 + .pose.npz, synth.json.", file_okay=False
+                "--out",
+                help="Output folder: idNNN_clipMM.mp4 + .pose.npz + .parts.npz, synth.json.",
+                file_okay=False,
             ),
         ] = None,
         identities: Annotated[OptInt, typer.Option("--identities", help="Number of dancers.")] = None,

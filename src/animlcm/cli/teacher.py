@@ -66,6 +66,9 @@ def init_cmd(
     widths: Annotated[
         Spec, typer.Option("--widths", help="tiny: UNet block widths, e.g. 64,128 (default 32,64).")
     ] = None,
+    heads: Annotated[
+        OptInt, typer.Option("--heads", help="tiny: attention heads of the spatial/reference attention.")
+    ] = None,
     seed: Annotated[OptInt, typer.Option("--seed", help="Seed of the random weights.")] = None,
     dtype: Annotated[Spec, typer.Option("--dtype", help="Saved dtype: float32, float16, bfloat16.")] = None,
 ) -> None:
@@ -88,6 +91,7 @@ def init_cmd(
         champ_attention=champ_attention,
         schedule=schedule,
         widths=_ints("--widths", widths),
+        heads=heads,
         seed=seed,
         dtype=dtype,
     )

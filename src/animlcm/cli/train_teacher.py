@@ -23,6 +23,7 @@ from animlcm.cli.common import (
     OptInt,
     OptPath,
     OptStr,
+    PreloadOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
             OptBool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Save memory.")
         ] = None,
         num_workers: NumWorkersOpt = None,
+        preload: PreloadOpt = None,
         progress: ProgressOpt = True,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
@@ -75,7 +77,7 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every, batch_size=batch_size, grad_accum=grad_accum,
             num_frames=frames,
             lr=lr, seed=seed, cond_drop=cond_drop, schedule=schedule, mixed_precision=mixed_precision,
-            gradient_checkpointing=gradient_checkpointing, num_workers=num_workers,
+            gradient_checkpointing=gradient_checkpointing, num_workers=num_workers, preload=preload,
             progress=None if progress else False,
         )  # fmt: skip
         cfg = resolve_config(TeacherTrainConfig, preset, config, overrides)

@@ -181,16 +181,38 @@ def default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
-def tiny_unet2d(widths: tuple[int, ...]) -> dict:
-    """The tiny UNet config with other block widths (one per block, multiples of its 8 norm groups)."""
+def tiny_unet2d(widths: tuple[int, ...] | None = None, heads: int | None = None) -> dict:
+    """The tiny UNet config with other block widths (one per block, multiples of its 8 norm groups) and
+    number of attention heads (each width must split into them)."""
     n = len(TINY_UNET2D["block_out_channels"])
+    widths = tuple(widths or TINY_UNET2D["block_out_channels"])
+    heads = int(heads or TINY_UNET2D["attention_head_dim"])
+    if heads < 1 or any(w % heads for w in widths):
+        raise AnimlcmError(
+            f"--heads {heads}: every block width ({','.join(str(w) for w in widths)}) must split into "
+            "that many heads (e.g. 1, 2 or 4)"
+        )
     if len(widths) != n or any(w < 8 or w % 8 for w in widths):
         shown = ",".join(str(w) for w in widths)
         raise AnimlcmError(
             f"--widths {shown}: the tiny UNet needs {n} block widths, multiples of 8 "
             "(default 32,64; e.g. 64,128)"
         )
-    return {**TINY_UNET2D, "block_out_channels": [int(w) for w in widths]}
+    return {**TINY_UNET2D, "block_out_channels": [int(w) for w in widths], "attention_head_dim": heads}
+
+
+def zero_motion_modules(net: AnimationNetwork) -> AnimationNetwork:
+    """Zero every motion module's output projection (AnimateDiff's ``zero_initialize``), in place.
+
+    A motion module adds ``proj_out(...)`` to its input, so a fresh one is then the identity: a teacher
+    trained only in the spatial stage renders clips exactly as it renders frames, and the temporal stage
+    starts from the spatial model instead of from random temporal mixing.
+    """
+    with torch.no_grad():
+        for name, p in net.unet.named_parameters():
+            if ".motion_modules." in f".{name}" and ".proj_out." in name:
+                p.zero_()
+    return net
 
 
 def tiny_network(
@@ -327,10 +349,11 @@ def build_network(
     schedule: NoiseSchedule | dict | str | None = None,
     dtype: torch.dtype | None = None,
     widths: tuple[int, ...] | None = None,
+    heads: int | None = None,
 ) -> AnimationNetwork:
     """A network of ``preset``: random weights (``tiny`` always, ``sd15`` with ``random=True``) or, for
     ``sd15``, the SD1.5 UNet (denoiser spatial part and reference net), motion adapter and CLIP image encoder
-    from ``parts``. ``widths`` (tiny only) replaces the UNets' block widths: a bigger tiny teacher.
+    from ``parts``. ``widths`` / ``heads`` (tiny only) replace the UNets' block widths / attention heads.
 
     The pose guider, face projector and aux head start random (the guider's output layer at zero); their
     trained weights come with ``animlcm teacher import`` or training.
@@ -342,15 +365,17 @@ def build_network(
         champ_attention=champ_attention,
         schedule=schedule,
     )
-    if widths is not None:
+    if widths is not None or heads is not None:
         if preset != "tiny":
-            raise AnimlcmError(f"--widths is for the tiny preset; {preset} takes its widths from its weights")
-        opts["unet2d"] = tiny_unet2d(widths)
+            raise AnimlcmError(
+                f"--widths/--heads are for the tiny preset; {preset} takes its sizes from its weights"
+            )
+        opts["unet2d"] = tiny_unet2d(widths, heads)
     if preset == "tiny" or (preset == "sd15" and random):
         cfg = network_config(preset, **opts)
         with torch.random.fork_rng(devices=[]), default_dtype(dtype):
             torch.manual_seed(seed)
-            return AnimationNetwork(cfg).eval()
+            return zero_motion_modules(AnimationNetwork(cfg)).eval()
     if preset != "sd15":
         raise AnimlcmError(f"unknown preset '{preset}': choose tiny or sd15")
     from diffusers import UNetMotionModel

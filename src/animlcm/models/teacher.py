@@ -55,6 +55,8 @@ class TeacherInitConfig:
     """Noise schedule: zero_snr_v (v-pred, zero-SNR, trailing: Animate Anyone/Champ) or sd15 (epsilon)."""
     widths: tuple[int, ...] | None = None
     """tiny: the UNets' block widths (default 32,64; 64,128 is a ~4x bigger teacher)."""
+    heads: int | None = None
+    """tiny: attention heads of the spatial (and reference) attention layers (default 1)."""
     seed: int = 0
     dtype: str = "float32"
     """dtype of the saved weights: float32, float16 or bfloat16."""
@@ -108,6 +110,7 @@ def init_teacher(cfg: TeacherInitConfig) -> Path:
             schedule=cfg.schedule,
             dtype=DTYPES[cfg.dtype] if cfg.random else None,
             widths=tuple(cfg.widths) if cfg.widths else None,
+            heads=cfg.heads,
         )
     except AnimlcmError as exc:
         errors.extend(str(exc).split("\n"))

@@ -20,6 +20,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "vae"
+
 
 def animlcm(*args: str) -> None:
     if args[0] in ("train-teacher", "distill"):
@@ -59,10 +61,17 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("src/animlcm/assets/tiny"))
     parser.add_argument("--work", type=Path, default=Path("runs/build_models"))
-    parser.add_argument("--identities", type=int, default=12)
-    parser.add_argument("--clips", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=48)
+    # many dancers, one clip each: a teacher that sees a few looks learns them by heart instead of learning
+    # to copy the reference (benchmarks/README.md, "Teacher generalisation")
+    parser.add_argument("--identities", type=int, default=2000)
+    parser.add_argument("--clips", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--vae-steps", type=int, default=4000)
+    parser.add_argument(
+        "--vae-from",
+        default=str(SHIPPED_VAE),
+        help="reuse this VAE folder (default: the shipped GPU-trained one); 'train' fits a new one here",
+    )
     parser.add_argument("--teacher-steps", type=int, default=4000, help="spatial teacher steps")
     parser.add_argument("--teacher-temporal-steps", type=int, default=200)
     parser.add_argument("--student-steps", type=int, default=400, help="spatial distillation steps")
@@ -80,6 +89,11 @@ def main() -> int:
     parser.add_argument(
         "--teacher-widths", default=None, help="the teacher UNets' block widths (default 32,64; e.g. 64,128)"
     )
+    parser.add_argument("--teacher-heads", type=int, default=None, help="attention heads (default 1)")
+    # face tokens are DanceLCM's student-side addition (the papers' teachers have none), and encoding a
+    # 256 px face crop through the VAE every step costs ~3/4 of a tiny teacher's CPU step
+    parser.add_argument("--face-tokens", action=argparse.BooleanOptionalAction, default=False,
+                        help="face tokens in the teacher and the student")  # fmt: skip
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=64, help="VAE training crop (128: whole frames)")
     parser.add_argument("--teacher-batch", type=int, default=4, help="frames (spatial) / clips (temporal)")
@@ -140,11 +154,26 @@ def main() -> int:
         log["vae"] = stats
         print(f"tiny VAE: reconstruction PSNR {stats['psnr']:.2f} dB on training frames", flush=True)
 
-    step("train VAE", vae_dir / "config.json", train_vae)
+    def copy_vae() -> None:
+        source = Path(args.vae_from)
+        if not (source / "config.json").exists():
+            raise SystemExit(f"--vae-from {source}: not a VAE folder (no config.json); pass --vae-from train")
+        tmp = vae_dir.with_name(vae_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        tmp.rename(vae_dir)
+        log["vae"] = {"reused": str(source)}
+        print(f"tiny VAE: reused {source}", flush=True)
+
+    # a CPU rebuild must not silently replace the GPU-trained VAE (26.4 dB) with a weaker one (21.2 dB)
+    step("train VAE" if args.vae_from == "train" else "reuse VAE", vae_dir / "config.json",
+         train_vae if args.vae_from == "train" else copy_vae)  # fmt: skip
     widths = ["--widths", args.teacher_widths] if args.teacher_widths else []
+    widths += ["--heads", str(args.teacher_heads)] if args.teacher_heads else []
+    face = ["--face-tokens"] if args.face_tokens else ["--no-face-tokens"]
     step("teacher init", teacher0 / "animlcm.json", lambda: animlcm(
         "teacher", "init", "--preset", "tiny", "--vae", str(vae_dir), "--out", str(teacher0),
-        *widths))  # fmt: skip
+        *widths, *face))  # fmt: skip
     extract = ["extract", str(videos), "--out", str(cache), "--preset", "tiny", "--pose", "groundtruth",
                "--teacher", str(teacher0)]  # fmt: skip
     step("extract", cache / "manifest.json", lambda: animlcm_shards(extract, args.extract_jobs))
@@ -161,13 +190,13 @@ def main() -> int:
     step("distill (spatial)", student_s / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
         "--stage", "spatial", "--out", str(student_s), "--max-steps", str(args.student_steps),
-        "--lr", str(args.student_lr), "--w", str(args.student_w),
+        "--lr", str(args.student_lr), "--w", str(args.student_w), *face,
         *flags(args.student_batch, args.student_minutes)))  # fmt: skip
     step("distill (temporal)", student_t / "student", lambda: animlcm(
         "distill", "--cache", str(cache), "--teacher", str(teacher), "--method", args.method,
         "--stage", "temporal", "--init", str(student_s), "--out", str(student_t),
         "--max-steps", str(args.student_temporal_steps),
-        "--lr", str(args.student_lr), "--w", str(args.student_w),
+        "--lr", str(args.student_lr), "--w", str(args.student_w), *face,
         *flags(args.student_temporal_batch, args.student_temporal_minutes)))  # fmt: skip
 
     # the steps each run really made (a --*-minutes budget may end it before its --*-steps)

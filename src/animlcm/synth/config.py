@@ -14,7 +14,7 @@ from animlcm.synth.seeds import SPLITS
 class SynthConfig:
     preset: str = "tiny"
     out: Path = Path("videos")
-    """Folder for the clips (idNNN_clipMM.mp4 + .pose.npz) and synth.json."""
+    """Folder for the clips (idNNN_clipMM.mp4 + .pose.npz + .parts.npz) and synth.json."""
     identities: int = 8
     """Number of dancers (looks)."""
     clips: int = 4

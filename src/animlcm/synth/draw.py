@@ -6,9 +6,14 @@ exact-enough anti-aliased edges without supersampling. Textures are evaluated in
 (u along the part, v across, in body units), so stripes and dots move and stretch with the limb, and a
 soft cylinder shading makes limbs read as round. Parts are drawn back to front: hair behind the head, the far
 arm behind the torso when the dancer is turned, legs, torso, head, then the arms in front.
+
+The canvas also keeps a per-pixel body-part label map (``layout.PART_NAMES``): a pixel takes the label of
+the last part painted over it with coverage >= 0.5, so labels follow the same occlusion order as colours.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,12 +25,17 @@ _BEHIND_YAW = 0.25  # a turned dancer's far arm goes behind the torso beyond thi
 
 
 class Canvas:
-    """A float32 RGB image plus a coverage mask of everything painted on it."""
+    """A float32 RGB image plus a coverage mask and a body-part label map of everything painted on it.
+
+    ``part`` is the label the next shapes paint with; the body-part functions set it before drawing.
+    """
 
     def __init__(self, background: np.ndarray):
         self.img = np.array(background, dtype=np.float32, copy=True)
         self.h, self.w = self.img.shape[:2]
         self.cover = np.zeros((self.h, self.w), np.float32)
+        self.labels = np.zeros((self.h, self.w), np.uint8)
+        self.part = L.BACKGROUND
 
     def window(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
         """The pixel box [lo, hi] clipped to the frame, with pixel-centre coordinates (rows, cols)."""
@@ -46,6 +56,8 @@ class Canvas:
         region *= 1 - alpha
         region += alpha * colour
         np.maximum(self.cover[rows, cols], alpha[..., 0], out=self.cover[rows, cols])
+        # the same threshold as "covered" (cover >= 0.5), so label > 0 exactly where the dancer is opaque
+        self.labels[rows, cols][alpha[..., 0] >= 0.5] = self.part
 
 
 def _tex(tex: Texture, u: np.ndarray, v: np.ndarray, px_per_unit: float) -> np.ndarray:
@@ -197,6 +209,7 @@ def _arm(cv: Canvas, ident: Identity, kp: np.ndarray, side: str, unit: float) ->
     r_up, r_el, r_wr = b.arm_r * 1.15 * unit, b.arm_r * 0.95 * unit, b.arm_r * 0.7 * unit
     upper = skin if ident.sleeves == "none" else sleeve
     fore = ident.cuff if ident.sleeves == "long" else skin
+    cv.part = L.LEFT_ARM if side == "l" else L.RIGHT_ARM
     capsule(cv, kp[el, :2], kp[wr, :2], r_el, r_wr, fore, unit)
     capsule(cv, kp[sh, :2], kp[el, :2], r_up, r_el, upper, unit)
     if ident.sleeves == "short":  # bare forearm below a short sleeve: a short skin stub over the elbow
@@ -218,6 +231,7 @@ def _hand(cv: Canvas, ident: Identity, elbow: np.ndarray, wrist: np.ndarray, uni
     d = d / max(float(np.hypot(*d)), 1e-6)
     hand = ident.body.hand * unit
     colour = _solid(ident.gloves if ident.gloves is not None else ident.skin)
+    cv.part = L.HANDS
     palm = wrist + d * hand * 0.45
     ang = np.arctan2(d[0], d[1])
     # four fingers fanned around the forearm direction, then the palm over their roots
@@ -237,6 +251,7 @@ def _leg(cv: Canvas, ident: Identity, kp: np.ndarray, side: str, unit: float) ->
     shin = ident.shins if (ident.lower == "pants" or ident.boots) else skin
     sign = 1.0 if side == "l" else -1.0
     toe = kp[ankle, :2] + np.array([0.85 * sign, 0.5]) * b.foot * unit
+    cv.part = L.LEFT_LEG if side == "l" else L.RIGHT_LEG
     capsule(cv, kp[knee, :2], kp[ankle, :2], r_knee, r_ank, shin, unit)
     capsule(cv, kp[hip, :2], kp[knee, :2], r_hip, r_knee, thigh, unit)
     if ident.lower == "shorts":  # shorts cover the top of the thigh
@@ -249,6 +264,7 @@ def _leg(cv: Canvas, ident: Identity, kp: np.ndarray, side: str, unit: float) ->
             ident.pants,
             unit,
         )
+    cv.part = L.FEET
     capsule(cv, kp[ankle, :2], toe, r_ank * 1.1, r_ank * 0.95, _solid(ident.shoes), unit)
 
 
@@ -270,6 +286,7 @@ def _torso(cv: Canvas, ident: Identity, kp: np.ndarray, unit: float) -> tuple[np
     if ident.belt is not None:
         layers = [(0.0, ident.shirt), (waist, _solid(ident.belt)), (waist + 0.025, lower)]
     half = float(np.hypot(*(ls - rs))) / 2 + sw
+    cv.part = L.TORSO
     quad(cv, pts, neck, axis, half, layers, unit)
     return axis, perp
 
@@ -289,6 +306,7 @@ def _skirt(
     )
     wide = float(np.hypot(*(kp[L.L_HIP, :2] - kp[L.R_HIP, :2]))) / 2 + b.leg_r * unit
     pts = np.array([waist - perp * wide, waist + perp * wide, hem_c + perp * spread, hem_c - perp * spread])
+    cv.part = L.TORSO
     quad(cv, pts, waist, axis, spread, [(0.0, ident.pants)], unit)
 
 
@@ -300,6 +318,7 @@ def _head(cv: Canvas, ident: Identity, pose: BodyPose, unit: float, axis: np.nda
     up = np.array([-np.sin(tilt), -np.cos(tilt)])
     side = np.array([np.cos(tilt), -np.sin(tilt)])
     shift = r * np.sin(yaw) * 0.35  # the skull's outline shifts a little against the face when turned
+    cv.part = L.HEAD
     if ident.hair_style == "bun":
         ellipse(cv, c + up * r * 1.0 - side * shift, r * 0.38, r * 0.38, tilt, hair, unit)
     # neck: from the shoulders' centre up into the head
@@ -378,6 +397,7 @@ def draw_body(cv: Canvas, ident: Identity, pose: BodyPose) -> None:
     if ident.hair_style == "long":  # long hair hangs behind everything
         r, tilt = pose.head_radius, pose.head_roll
         up = np.array([-np.sin(tilt), -np.cos(tilt)])
+        cv.part = L.HEAD
         ellipse(cv, pose.head_center - up * r * 0.6, r * 1.15, r * 1.5, tilt, _solid(ident.hair), unit)
     if behind:
         _arm(cv, ident, kp, far, unit)
@@ -392,15 +412,40 @@ def draw_body(cv: Canvas, ident: Identity, pose: BodyPose) -> None:
     _arm(cv, ident, kp, near, unit)
 
 
-def draw_frame(ident: Identity, pose: BodyPose, background: np.ndarray, *, return_mask: bool = False):
-    """One uint8 RGB frame (H, W, 3) of ``ident`` in ``pose`` over a float [0, 1] ``background``.
+@dataclass(frozen=True)
+class DrawnFrame:
+    """One drawn frame: uint8 RGB (H, W, 3), the dancer's coverage float32 (H, W) in [0, 1], and the
+    body-part labels uint8 (H, W) (``layout.PART_NAMES``; 0 where coverage < 0.5)."""
 
-    With ``return_mask`` also the dancer's coverage (H, W) float32 in [0, 1].
-    """
+    frame: np.ndarray
+    cover: np.ndarray
+    labels: np.ndarray
+
+
+def draw_layers(ident: Identity, pose: BodyPose, background: np.ndarray) -> DrawnFrame:
+    """``ident`` in ``pose`` over a float [0, 1] ``background``: the frame with its coverage and labels."""
     cv = Canvas(background)
     draw_body(cv, ident, pose)
     frame = (np.clip(cv.img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return (frame, cv.cover) if return_mask else frame
+    return DrawnFrame(frame=frame, cover=cv.cover, labels=cv.labels)
+
+
+def draw_frame(
+    ident: Identity,
+    pose: BodyPose,
+    background: np.ndarray,
+    *,
+    return_mask: bool = False,
+    return_labels: bool = False,
+):
+    """One uint8 RGB frame (H, W, 3) of ``ident`` in ``pose`` over a float [0, 1] ``background``.
+
+    With ``return_mask`` also the dancer's coverage (H, W) float32 in [0, 1]; with ``return_labels`` also
+    the body-part labels uint8 (H, W); both: ``(frame, mask, labels)``.
+    """
+    drawn = draw_layers(ident, pose, background)
+    extra = [a for a, want in ((drawn.cover, return_mask), (drawn.labels, return_labels)) if want]
+    return (drawn.frame, *extra) if extra else drawn.frame
 
 
 def reference_image(

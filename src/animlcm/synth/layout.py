@@ -42,3 +42,18 @@ LIMBS = (
     (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
     (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
 )  # fmt: skip
+
+# Body-part labels of the per-pixel label maps ``animlcm synth`` writes (``idNNN_clipMM.parts.npz``): the
+# index is the label value. "left"/"right" are the dancer's own sides, as for the keypoints above.
+PART_NAMES = (
+    "background",
+    "head",  # head, hair (long hair and bun too), neck, ears, face features
+    "torso",  # torso with belt, skirt
+    "left_arm",  # upper arm, forearm, sleeves
+    "right_arm",
+    "left_leg",  # thigh, shin, shorts
+    "right_leg",
+    "hands",  # both hands, gloves
+    "feet",  # shoes
+)
+BACKGROUND, HEAD, TORSO, LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, HANDS, FEET = range(len(PART_NAMES))

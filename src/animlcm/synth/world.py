@@ -6,9 +6,11 @@ For identity ``i`` and clip ``c`` of a set (seed ``S``, split ``P``)::
     idNNN_clipMM.pose.npz   keypoints float32 (F, 18, 3) coco18, x/y in pixels, visibility 1/0;
                             face_box float32 (F, 4) x0 y0 x1 y1 pixels; identity int; fps float;
                             layout "coco18"; seed, split, clip
+    idNNN_clipMM.parts.npz  labels uint8 (F, H, W) body-part label maps; names (``layout.PART_NAMES``)
     synth.json              the set: seed, split, sizes, fps, identities, clips, and the list of videos
     refs/idNNN.png          (optional) the identity in a neutral pose, for ``animlcm render``
 
+NNN has 3 digits, more when a set has over 1000 identities (so names sort in order); MM likewise for clips.
 The look depends on (S, P, i), the motion and background on (S, P, i, c); every file is written to a
 ``.tmp`` name and renamed when complete.
 """
@@ -28,17 +30,29 @@ from animlcm.errors import AnimlcmError
 from animlcm.synth import layout
 from animlcm.synth.background import make_background
 from animlcm.synth.config import SynthConfig
-from animlcm.synth.draw import draw_frame, reference_image
+from animlcm.synth.draw import draw_layers, reference_image
 from animlcm.synth.identity import Identity, identity_for
 from animlcm.synth.motion import DanceMotion, dance
+from animlcm.synth.parts import parts_path, write_parts
 from animlcm.synth.seeds import generator, seed_sequence, split_code
 
 SYNTH_JSON = "synth.json"
 FORMAT_VERSION = 1
 
 
-def clip_name(identity: int, clip: int) -> str:
-    return f"id{identity:03d}_clip{clip:02d}"
+def index_digits(count: int, minimum: int) -> int:
+    """Digits that number ``count`` items from 0 so that names sort in order: at least ``minimum`` (the
+    names earlier sets had, so their caches stay valid), more only when ``count - 1`` needs them."""
+    return max(minimum, len(str(max(count - 1, 0))))
+
+
+def identity_name(identity: int, identities: int = 0) -> str:
+    """``idNNN`` for identity ``identity`` of a set of ``identities`` (3 digits up to 1000 identities)."""
+    return f"id{identity:0{index_digits(identities, 3)}d}"
+
+
+def clip_name(identity: int, clip: int, identities: int = 0, clips: int = 0) -> str:
+    return f"{identity_name(identity, identities)}_clip{clip:0{index_digits(clips, 2)}d}"
 
 
 def pose_path(video: Path) -> Path:
@@ -48,11 +62,13 @@ def pose_path(video: Path) -> Path:
 
 @dataclass(frozen=True)
 class Clip:
-    """One rendered clip in memory: uint8 frames (F, H, W, 3) and the motion that made them."""
+    """One rendered clip in memory: uint8 frames (F, H, W, 3), their body-part labels uint8 (F, H, W)
+    (``layout.PART_NAMES``) and the motion that made them."""
 
     identity: Identity
     motion: DanceMotion
     frames: np.ndarray
+    labels: np.ndarray
 
     @property
     def face_box(self) -> np.ndarray:
@@ -92,8 +108,13 @@ def render_clip(
     ident = identity_for(seed, identity, split)
     motion = dance(seed_sequence(seed, split, "motion", identity, clip), frames, size, fps, ident.body)
     background = clip_background(seed, split, identity, clip, ident, motion, size)
-    out = np.stack([draw_frame(ident, motion.frame(f), background) for f in range(frames)])
-    return Clip(identity=ident, motion=motion, frames=out)
+    drawn = [draw_layers(ident, motion.frame(f), background) for f in range(frames)]
+    return Clip(
+        identity=ident,
+        motion=motion,
+        frames=np.stack([d.frame for d in drawn]),
+        labels=np.stack([d.labels for d in drawn]),
+    )
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 14) -> None:
@@ -175,10 +196,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _previous_files(out_dir: Path) -> set[str]:
-    """Clip and pose file names listed by an earlier ``synth.json`` in ``out_dir`` (empty if none)."""
+    """Clip, pose and part-label file names listed by an earlier ``synth.json`` in ``out_dir`` (empty if
+    none; sets written before label maps existed list no ``parts``)."""
     try:
         meta = json.loads((out_dir / SYNTH_JSON).read_text())
-        return {Path(e[k]).name for e in meta["videos"] for k in ("video", "pose")}
+        return {Path(e[k]).name for e in meta["videos"] for k in ("video", "pose", "parts") if k in e}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
 
@@ -220,14 +242,16 @@ def generate(
             if refs:
                 (out_dir / "refs").mkdir(exist_ok=True)
                 ref = reference_image(identity_for(seed, i, split), (h, w))
-                tmp = out_dir / "refs" / f"id{i:03d}.tmp.png"
+                ref_name = identity_name(i, identities)
+                tmp = out_dir / "refs" / f"{ref_name}.tmp.png"
                 cv2.imwrite(str(tmp), cv2.cvtColor(ref, cv2.COLOR_RGB2BGR))
-                tmp.replace(out_dir / "refs" / f"id{i:03d}.png")
+                tmp.replace(out_dir / "refs" / f"{ref_name}.png")
             for c in range(clips):
                 clip = render_clip(seed, split, i, c, frames, (h, w), fps)
-                name = clip_name(i, c)
+                name = clip_name(i, c, identities, clips)
                 video = out_dir / f"{name}.mp4"
-                # the pose first: a video present without its pose would look complete to extract
+                # pose and labels first: a video present without them would look complete to extract
+                write_parts(parts_path(video), clip.labels)
                 write_pose(
                     pose_path(video),
                     clip.motion.keypoints,
@@ -245,6 +269,7 @@ def generate(
                         "name": name,
                         "video": video.name,
                         "pose": pose_path(video).name,
+                        "parts": parts_path(video).name,
                         "identity": i,
                         "clip": c,
                         "frames": frames,
@@ -253,7 +278,7 @@ def generate(
                 bar.advance(task)
     # clips of an earlier set in this folder that this set did not overwrite would silently join it
     # (e.g. train clips in a heldout folder): remove exactly the files the earlier synth.json listed
-    written = {p.name for v in videos for p in (v, pose_path(v))}
+    written = {p.name for v in videos for p in (v, pose_path(v), parts_path(v))}
     for name in sorted(stale - written):
         (out_dir / name).unlink(missing_ok=True)
     _write_json(
@@ -271,6 +296,7 @@ def generate(
             "fps": fps,
             "crf": crf,
             "layout": layout.LAYOUT,
+            "part_names": list(layout.PART_NAMES),
             "videos": entries,
         },
     )

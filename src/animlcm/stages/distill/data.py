@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from animlcm.cache import CacheReader, VideoEntry
+from animlcm.cache import CacheReader, VideoEntry, schema
 from animlcm.errors import AnimlcmError
 
 
@@ -34,9 +34,10 @@ class DistillDataset(Dataset):
     An item (tensors; the DataLoader adds the batch dimension):
       ``latents`` (4, F, h, w) GT latents; ``pose`` {map: (3, F, H, W)}; ``motion_mask`` (1, F, h, w);
       ``ref_image`` (3, H, W) in [0, 1] (the CLIP input), ``ref_latent`` (4, h, w) (the reference net input,
-      taken from the cached latents of the reference frame), ``ref_face`` (3, 256, 256), ``ref_face_found``;
-      with ``second_reference`` the same for ``ref2_*`` (another frame of the same video: CoSeC's
-      intra-source pair); with ``other_reference`` for ``other_*`` (a frame of another video: inter-source).
+      taken from the cached latents of the reference frame), ``ref_face`` (3, 256, 256), ``ref_face_found``
+      (only with ``faces``); with ``second_reference`` the same for ``ref2_*`` (another frame of the same
+      video: CoSeC's intra-source pair); with ``other_reference`` for ``other_*`` (a frame of another
+      video: inter-source).
     """
 
     def __init__(
@@ -49,6 +50,8 @@ class DistillDataset(Dataset):
         second_reference: bool = False,
         other_reference: bool = False,
         motion_delta: float | None = None,
+        faces: bool = True,
+        preload: bool = False,
         seed: int = 0,
         length: int = 2**62,
     ) -> None:
@@ -86,9 +89,16 @@ class DistillDataset(Dataset):
         self.second_reference = second_reference
         self.other_reference = other_reference
         self.motion_delta = motion_delta
+        self.faces = faces
         self.seed = seed
         self.length = length
         self.skipped = [e.name for e in short]
+        self.preloaded_bytes = 0
+        if preload:  # every array a sample can read, once: the hot loop then never touches HDF5
+            paths = [schema.FRAMES, schema.LATENTS, schema.MOTION_MASK]
+            paths += [schema.SKELETON if m == "skeleton" else schema.smpl_map_path(m) for m in self.maps]
+            paths += [schema.FACE_CROP, schema.FACE_FOUND] if faces else []
+            self.preloaded_bytes = sum(e.preload(paths) for e in self.entries)
 
     def __len__(self) -> int:
         return self.length
@@ -106,12 +116,14 @@ class DistillDataset(Dataset):
         return start + stride * np.arange(self.num_frames)
 
     def _reference(self, entry: VideoEntry, frame: int, prefix: str) -> dict[str, torch.Tensor]:
-        return {
+        item = {
             f"{prefix}_image": _image(entry.frames(frame)),
             f"{prefix}_latent": torch.from_numpy(entry.latents(frame).astype(np.float32)),
-            f"{prefix}_face": _image(entry.face_crop(frame)),
-            f"{prefix}_face_found": torch.tensor(bool(entry.face_found(frame))),
         }
+        if self.faces:  # 256 px crops: most of a sample's bytes, read only for networks with face tokens
+            item[f"{prefix}_face"] = _image(entry.face_crop(frame))
+            item[f"{prefix}_face_found"] = torch.tensor(bool(entry.face_found(frame)))
+        return item
 
     def _motion(self, entry: VideoEntry, idx: np.ndarray) -> np.ndarray:
         cached = entry.motion_attrs.get("delta")

@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = frozenset(
         "checkpoint_every",
         "keep_checkpoints",
         "num_workers",
+        "preload",
         "log_every",
     }
 )
@@ -69,6 +70,8 @@ class LoopSettings:
     log_every: int = 1
     seed: int = 0
     num_workers: int = 0
+    preload: bool = False
+    """Read the whole cache into memory before training (no HDF5 reads in the loop; needs the RAM)."""
     progress: bool = True
 
     @property

@@ -185,7 +185,7 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     dataset = DistillDataset(
         cfg.cache, num_frames=cfg.frames_per_sample, stride=cfg.frame_stride,
         maps=tuple(net.pose_guider.maps),
-        seed=cfg.seed,
+        faces=getattr(net, "face_projector", None) is not None, preload=cfg.preload, seed=cfg.seed,
     )  # fmt: skip
 
     def step_fn(batch, model, generator):

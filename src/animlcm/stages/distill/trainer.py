@@ -438,6 +438,8 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         second_reference=cfg.needs_second_reference,
         other_reference=cfg.needs_other_reference,
         motion_delta=cfg.motion_delta,
+        faces=bool(cfg.face_tokens),
+        preload=cfg.preload,
         seed=cfg.seed,
     )
     models = DistillModels(

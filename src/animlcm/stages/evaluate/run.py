@@ -36,7 +36,8 @@ class EvalResult:
 def load_clips(
     cache: Path, height: int, width: int, max_videos: int | None, max_frames: int | None
 ) -> list[PoseClip]:
-    """Every ok video of the cache as a PoseClip with its real frames (the ground truth)."""
+    """Every ok video of the cache as a PoseClip with its real frames (the ground truth) and, for synthetic
+    clips, their body-part labels."""
     from animlcm.cache.reader import CacheReader
 
     names = CacheReader(cache).videos[:max_videos]
@@ -68,8 +69,9 @@ def evaluate(
     """One row: render every clip with ``settings``, average the metrics over clips, time it.
 
     FID (over all frames) and FVD (over clips) are set-level, so they come once per row, not per clip.
-    ``teacher_frames`` (one array per clip) adds ``psnr_vs_teacher``: PSNR against the teacher's render."""
-    per_clip, seconds, frames, generated = [], 0.0, 0, []
+    ``teacher_frames`` (one array per clip) adds ``psnr_vs_teacher``: PSNR against the teacher's render.
+    Clips with body-part labels (synthetic ones) add the appearance measure, averaged over those clips."""
+    per_clip, seconds, frames, generated, looks = [], 0.0, 0, [], []
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     for i, clip in enumerate(clips):
@@ -81,6 +83,8 @@ def evaluate(
             m["lpips"] = float(lpips_net(metrics.to_unit(out.frames), metrics.to_unit(clip.frames)).mean())
         if teacher_frames is not None:
             m["psnr_vs_teacher"] = metrics.frame_metrics(out.frames, teacher_frames[i])["psnr"]
+        if clip.labels is not None:
+            looks.append(metrics.appearance_metrics(out.frames, clip.frames, clip.labels, clip.part_names))
         per_clip.append(m)
         generated.append(out.frames)
     avg = metrics.mean_rows(per_clip)
@@ -104,6 +108,7 @@ def evaluate(
         seconds_per_frame=seconds / max(frames, 1),
         peak_memory_mb=_peak_mb(model.device),
         extra=extra,
+        **metrics.mean_appearance(looks),
     )
 
 

@@ -142,6 +142,24 @@ class CropTransform:
             out[i, dy0 : dy0 + h, dx0 : dx0 + w] = resized[sy0 : sy0 + h, sx0 : sx0 + w]
         return out
 
+    def apply_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Label maps (n, H, W) uint8 -> the output frame, like ``apply_frames`` but nearest-neighbour (a
+        blend of two labels is no label) and padded with 0 (background)."""
+        out = np.zeros((len(labels), self.out_h, self.out_w), np.uint8)
+        dx0, dy0 = max(self.ox, 0), max(self.oy, 0)
+        sx0, sy0 = max(-self.ox, 0), max(-self.oy, 0)
+        w = min(self.rw - sx0, self.out_w - dx0)
+        h = min(self.rh - sy0, self.out_h - dy0)
+        for i, frame in enumerate(labels):
+            # the exact variant samples at pixel centres, the convention of the frames' linear/area resize
+            resized = cv2.resize(
+                np.ascontiguousarray(frame, np.uint8),
+                (self.rw, self.rh),
+                interpolation=cv2.INTER_NEAREST_EXACT,
+            )
+            out[i, dy0 : dy0 + h, dx0 : dx0 + w] = resized[sy0 : sy0 + h, sx0 : sx0 + w]
+        return out
+
     def apply_points(self, kp: np.ndarray) -> np.ndarray:
         """(..., 3) x, y, conf in source pixels -> output pixels; points that leave the frame get conf 0."""
         out = kp.astype(np.float32).copy()

@@ -2,7 +2,8 @@
 
 Per video: probe -> frame indices -> pass 1 (decode, pose, face on the source frames) -> output geometry
 from the person's box -> pass 2 (frames into the output frame) -> skeleton maps, latents, motion masks,
-optional SMPL maps -> ``NAME.h5.tmp`` renamed to ``NAME.h5`` -> manifest entry. A failure marks the video
+optional SMPL maps, optional body-part labels (``VIDEO.parts.npz`` beside a synthetic clip) ->
+``NAME.h5.tmp`` renamed to ``NAME.h5`` -> manifest entry. A failure marks the video
 ``failed`` with a one-line reason and the run goes on.
 
 Resume: a video is skipped when its manifest entry is ok, its file exists and the config hash matches;
@@ -27,7 +28,7 @@ import animlcm
 from animlcm.cache import schema
 from animlcm.cache.writer import STATUS_FAILED, STATUS_OK, Manifest, ManifestEntry, VideoWriter
 from animlcm.errors import AnimlcmError
-from animlcm.stages.extract import decode, face, motion, pose, skeleton
+from animlcm.stages.extract import decode, face, labels, motion, pose, skeleton
 from animlcm.stages.extract.config import ExtractConfig
 
 # Keep the decoded source frames between the two passes when they fit in this many bytes; else decode twice.
@@ -154,6 +155,7 @@ def extract_video(
     advance("pose + face", 0, n)
     src_hw = (info.height, info.width)
     det_scale = decode.detection_scale(src_hw, cfg.detect_size)
+    parts = labels.labels_beside(path, info.num_frames, src_hw)  # before the slow passes: fail early
 
     # Pass 1 on the source frames: pose, face boxes and crops (keep the frames when they fit).
     keep = n * info.height * info.width * 3 <= KEEP_SOURCE_BYTES
@@ -207,6 +209,8 @@ def extract_video(
         )
     del kept
     kp_out = crop.apply_points(kp_src)
+    # the same source frames and the same geometry as the frames, so label f belongs to frame f
+    part_labels = None if parts is None else crop.apply_labels(parts.labels[indices])
     face_box = crop.apply_boxes(face_src) * face_found[:, None]
     advance("skeleton", 0)
     skel = skeleton.draw_skeletons(kp_out, cfg.height, cfg.width, cfg.keypoint_threshold)
@@ -247,6 +251,8 @@ def extract_video(
             for pname, arr in smpl.params.items():
                 w.write(f"{schema.SMPL_PARAMS}/{pname}", np.asarray(arr, np.float32))
             w.write(schema.SMPL_VALID, np.asarray(smpl.valid, bool))
+        if part_labels is not None:
+            w.write(schema.PART_LABELS, part_labels, {"names": list(parts.names)})  # type: ignore[union-attr]
         w.set_attrs(
             name=name, source=str(path), fps=float(fps), num_frames=n, height=cfg.height, width=cfg.width,
             config_hash=cfg_hash, tool_version=animlcm.__version__, pose_backend=cfg.pose,

@@ -30,6 +30,17 @@ def _caption(cell: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([np.asarray(strip), cell], axis=0)
 
 
+def side_by_side(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Clips next to each other, each under its caption: [(caption, uint8 (F, H, W, 3))] -> uint8
+    (F, LABEL_H + H, sum of W, 3), as long as the shortest clip."""
+    n = min(len(frames) for _, frames in panels)
+    columns = []
+    for text, frames in panels:
+        strip = _caption(np.zeros((0, frames.shape[2], 3), np.uint8), text)  # the same for every frame
+        columns.append(np.concatenate([np.broadcast_to(strip, (n, *strip.shape)), frames[:n]], axis=1))
+    return np.concatenate(columns, axis=2)
+
+
 def preview_grid(
     reference: np.ndarray, skeletons: np.ndarray, frames: np.ndarray, count: int = 4
 ) -> np.ndarray:

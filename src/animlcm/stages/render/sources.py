@@ -19,7 +19,8 @@ DARK_LEVEL = 24
 @dataclass
 class PoseClip:
     """Driving signal at render size: skeletons uint8 (F, H, W, 3), fps, optional keypoints (F, K, 3) in
-    render pixels, optional real frames uint8 (F, H, W, 3) (cache entries: the ground truth for eval)."""
+    render pixels, optional real frames uint8 (F, H, W, 3) (cache entries: the ground truth for eval), and
+    for cache entries of synthetic clips their body-part labels uint8 (F, H, W) with ``part_names``."""
 
     skeleton: np.ndarray
     fps: float
@@ -28,6 +29,8 @@ class PoseClip:
     keypoints: np.ndarray | None = None
     frames: np.ndarray | None = None
     face: np.ndarray | None = None  # cache entries: frame 0's 256x256 face crop (eval's reference face)
+    labels: np.ndarray | None = None  # synthetic cache entries: label per pixel of ``frames``; else None
+    part_names: tuple[str, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -43,6 +46,16 @@ def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     if frames.shape[1:3] == (height, width):
         return frames
     return plan_crop(frames.shape[1:3], (height, width), None).apply_frames(frames)
+
+
+def fit_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Label maps uint8 (F, h, w) -> (F, height, width) in the geometry of ``fit_frames``, nearest-neighbour
+    (padding is label 0, the background)."""
+    from animlcm.stages.extract.decode import plan_crop
+
+    if labels.shape[1:3] == (height, width):
+        return labels
+    return plan_crop(labels.shape[1:3], (height, width), None).apply_labels(labels)
 
 
 def fit_points(points: np.ndarray, src_hw: tuple[int, int], height: int, width: int) -> np.ndarray:
@@ -140,6 +153,8 @@ def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int 
         src_hw = (entry.height, entry.width)
         fps = float(entry.fps)
         face = entry.face_crop(0) if bool(entry.face_found(0)) else None
+        labels = entry.part_labels(sel) if entry.has_parts else None
+        part_names = entry.part_names
     return PoseClip(
         fit_frames(skeleton, height, width),
         fps,
@@ -148,4 +163,6 @@ def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int 
         keypoints=fit_points(keypoints, src_hw, height, width),
         frames=fit_frames(frames, height, width),
         face=face,
+        labels=None if labels is None else fit_labels(labels, height, width),
+        part_names=part_names,
     )
