@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -321,6 +322,19 @@ def test_generate_writes_clips_poses_and_json(tmp_path):
             & (box[:, 1] <= nose[:, 1])
             & (nose[:, 1] <= box[:, 3])
         ).all()
+
+
+def test_parallel_jobs_write_the_same_files(tmp_path):
+    import hashlib
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.*"))}
+
+    kw = dict(identities=3, clips=2, frames=6, size=64, seed=5, refs=True, progress=False)
+    one = generate(tmp_path / "one", **kw)
+    three = generate(tmp_path / "three", jobs=3, **kw)
+    assert [v.name for v in one] == [v.name for v in three]
+    assert digests(tmp_path / "one") == digests(tmp_path / "three")
 
 
 def test_regenerating_a_folder_removes_the_earlier_sets_clips(tmp_path):

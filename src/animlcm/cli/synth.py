@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         refs: Annotated[
             bool, typer.Option("--refs", help="Also write refs/idNNN.png: each dancer in a neutral pose.")
         ] = False,
+        jobs: Annotated[OptInt, typer.Option("--jobs", help="Processes drawing in parallel.")] = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -68,6 +69,7 @@ def register(app: typer.Typer) -> None:
             fps=fps,
             crf=crf,
             refs=refs or None,
+            jobs=jobs,
         )
         cfg = resolve_config(SynthConfig, preset, config, overrides)
         start = time.perf_counter()

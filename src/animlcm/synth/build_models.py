@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--teacher-temporal-batch", type=int, default=4)
     parser.add_argument("--student-batch", type=int, default=1)
     parser.add_argument("--student-temporal-batch", type=int, default=1)
-    parser.add_argument("--extract-jobs", type=int, default=1, help="extract shards run in parallel")
+    parser.add_argument("--extract-jobs", type=int, default=1, help="synth processes and extract shards")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers of train/distill")
     # wall-clock budgets (minutes) per training run, for a lent GPU's fixed time: the step count is then
     # whatever fits, up to the --*-steps maximum; the build log records both
@@ -141,7 +141,8 @@ def main() -> int:
 
     step("synth", videos / "synth.json", lambda: animlcm(
         "synth", "--out", str(videos), "--identities", str(args.identities), "--clips", str(args.clips),
-        "--frames", str(args.frames), "--size", "128", "--seed", "0"))  # fmt: skip
+        "--frames", str(args.frames), "--size", "128", "--seed", "0",
+        "--jobs", str(args.extract_jobs)))  # fmt: skip
 
     def train_vae() -> None:
         from animlcm.synth.train_vae import train_tiny_vae

@@ -31,6 +31,8 @@ class SynthConfig:
     """H.264 constant rate factor (lower = better); 12-16 keeps the textures."""
     refs: bool = False
     """Also write refs/idNNN.png: each identity in a neutral pose (a reference image for render)."""
+    jobs: int = 1
+    """Processes drawing identities in parallel (the files do not depend on it)."""
 
     @classmethod
     def from_preset(cls, name: str) -> SynthConfig:
@@ -38,7 +40,7 @@ class SynthConfig:
         return cls(preset=name, height=size.height, width=size.width)
 
     def validate(self) -> None:
-        for name in ("identities", "clips", "frames", "height", "width"):
+        for name in ("identities", "clips", "frames", "height", "width", "jobs"):
             if getattr(self, name) < 1:
                 raise AnimlcmError(f"synth: --{name} must be >= 1, got {getattr(self, name)}")
         if self.height < 32 or self.width < 32:

@@ -18,8 +18,11 @@ The look depends on (S, P, i), the motion and background on (S, P, i, c); every 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -205,6 +208,45 @@ def _previous_files(out_dir: Path) -> set[str]:
         return set()
 
 
+def _write_identity(
+    out_dir: Path,
+    seed: int,
+    split: str,
+    identities: int,
+    clips: int,
+    frames: int,
+    size: tuple[int, int],
+    fps: float,
+    crf: int,
+    refs: bool,
+    i: int,
+) -> list[dict]:
+    """Write identity ``i``'s reference (optional) and clips; return their synth.json entries."""
+    if refs:
+        (out_dir / "refs").mkdir(exist_ok=True)
+        ref = reference_image(identity_for(seed, i, split), size)
+        ref_name = identity_name(i, identities)
+        tmp = out_dir / "refs" / f"{ref_name}.tmp.png"
+        cv2.imwrite(str(tmp), cv2.cvtColor(ref, cv2.COLOR_RGB2BGR))
+        tmp.replace(out_dir / "refs" / f"{ref_name}.png")
+    entries = []
+    for c in range(clips):
+        clip = render_clip(seed, split, i, c, frames, size, fps)
+        name = clip_name(i, c, identities, clips)
+        video = out_dir / f"{name}.mp4"
+        # pose and labels first: a video present without them would look complete to extract
+        write_parts(parts_path(video), clip.labels)
+        write_pose(
+            pose_path(video), clip.motion.keypoints, clip.face_box, i, fps, seed=seed, split=split, clip=c
+        )
+        write_mp4(video, clip.frames, fps, crf)
+        entries.append(
+            {"name": name, "video": video.name, "pose": pose_path(video).name,
+             "parts": parts_path(video).name, "identity": i, "clip": c, "frames": frames}
+        )  # fmt: skip
+    return entries
+
+
 def generate(
     out_dir: Path,
     identities: int,
@@ -218,10 +260,12 @@ def generate(
     crf: int = 14,
     refs: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[Path]:
     """Write ``identities x clips`` clips, their pose files and ``synth.json``; return the mp4 paths.
 
-    ``size`` is an int (square) or (height, width).
+    ``size`` is an int (square) or (height, width); ``jobs`` processes render identities in parallel (the
+    files are the same with any number).
     """
     split_code(split)  # fails early on an unknown split
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -236,45 +280,21 @@ def generate(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not progress) as bar:
+    with ExitStack() as stack, Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"{split} {h}x{w}", total=identities * clips)
-        for i in range(identities):
-            if refs:
-                (out_dir / "refs").mkdir(exist_ok=True)
-                ref = reference_image(identity_for(seed, i, split), (h, w))
-                ref_name = identity_name(i, identities)
-                tmp = out_dir / "refs" / f"{ref_name}.tmp.png"
-                cv2.imwrite(str(tmp), cv2.cvtColor(ref, cv2.COLOR_RGB2BGR))
-                tmp.replace(out_dir / "refs" / f"{ref_name}.png")
-            for c in range(clips):
-                clip = render_clip(seed, split, i, c, frames, (h, w), fps)
-                name = clip_name(i, c, identities, clips)
-                video = out_dir / f"{name}.mp4"
-                # pose and labels first: a video present without them would look complete to extract
-                write_parts(parts_path(video), clip.labels)
-                write_pose(
-                    pose_path(video),
-                    clip.motion.keypoints,
-                    clip.face_box,
-                    i,
-                    fps,
-                    seed=seed,
-                    split=split,
-                    clip=c,
-                )
-                write_mp4(video, clip.frames, fps, crf)
-                videos.append(video)
-                entries.append(
-                    {
-                        "name": name,
-                        "video": video.name,
-                        "pose": pose_path(video).name,
-                        "parts": parts_path(video).name,
-                        "identity": i,
-                        "clip": c,
-                        "frames": frames,
-                    }
-                )
+        job = partial(
+            _write_identity, out_dir, seed, split, identities, clips, frames, (h, w), fps, crf, refs
+        )
+        if jobs <= 1:
+            done = map(job, range(identities))
+        else:  # identities are independent: render and encode them in parallel, gather them in order
+            pool = ProcessPoolExecutor(max_workers=jobs)
+            stack.callback(pool.shutdown, cancel_futures=True)
+            done = pool.map(job, range(identities), chunksize=8)
+        for written in done:
+            for entry in written:
+                videos.append(out_dir / entry["video"])
+                entries.append(entry)
                 bar.advance(task)
     # clips of an earlier set in this folder that this set did not overwrite would silently join it
     # (e.g. train clips in a heldout folder): remove exactly the files the earlier synth.json listed
@@ -318,4 +338,5 @@ def run(cfg: SynthConfig, progress: bool = True) -> list[Path]:
         crf=cfg.crf,
         refs=cfg.refs,
         progress=progress,
+        jobs=cfg.jobs,
     )
