@@ -48,8 +48,11 @@ def done_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def evaluate_teacher(teacher: Path, cache: Path, args: argparse.Namespace) -> dict:
-    """One eval row of the teacher on one cache (the ``animlcm eval`` code path, teacher sampler)."""
+def evaluate_model(
+    folder: Path, cache: Path, args: argparse.Namespace, steps: int | None = None, seed: int = 0
+) -> dict:
+    """One eval row of a teacher (DDIM + CFG) or student (its consistency sampler) on one cache: the
+    ``animlcm eval`` code path, every clip's first frame the reference and its own poses driving."""
     import torch
 
     from animlcm.stages.evaluate.run import evaluate, load_clips
@@ -58,12 +61,40 @@ def evaluate_teacher(teacher: Path, cache: Path, args: argparse.Namespace) -> di
 
     torch.set_num_threads(args.threads)
     clips = load_clips(cache, 128, 128, args.eval_videos, args.eval_frames)
-    model = load_render_model(teacher, preset="tiny", device=torch.device("cpu"), dtype=torch.float32)
+    model = load_render_model(folder, preset="tiny", device=torch.device("cpu"), dtype=torch.float32)
+    teacher = model.kind == "teacher"
     settings = SamplerSettings(
-        steps=args.eval_steps, teacher=True, cfg=args.cfg, seed=0, window=args.eval_frames, overlap=0
-    )
-    row = evaluate(model, clips, settings, method="teacher")
-    return {"psnr": row.psnr, "ssim": row.ssim, "l1": row.l1, **row.extra}
+        steps=steps or (args.eval_steps if teacher else 4), teacher=teacher, cfg=args.cfg, seed=seed,
+        window=min(args.eval_frames, 16), overlap=0 if args.eval_frames <= 16 else 4,
+    )  # fmt: skip
+    row = evaluate(model, clips, settings, method=model.kind)
+    out = {"psnr": row.psnr, "ssim": row.ssim, "l1": row.l1, "steps": settings.steps, "seed": seed}
+    for key in ("part_colour_error", "psnr_person", "psnr_background", "part_colour_errors"):
+        value = getattr(row, key, None)
+        if value is not None:
+            out[key] = value
+    return {**out, **row.extra}
+
+
+def score(specs: list[str], args: argparse.Namespace) -> None:
+    """``--score NAME=FOLDER[@STEPS]``: rows of finished models in ``scores.jsonl`` (one per split and
+    seed), for tables with a spread; finished rows are skipped, so a killed run resumes."""
+    log = args.out / "scores.jsonl"
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        folder, _, steps = rest.partition("@")
+        for split, cache in args.eval.items():
+            for seed in args.seeds:
+                done = [
+                    r for r in done_rows(log) if (r["name"], r["split"], r["seed"]) == (name, split, seed)
+                ]
+                if done:
+                    continue
+                row = evaluate_model(Path(folder), cache, args, int(steps) if steps else None, seed)
+                row = {"name": name, "folder": folder, "split": split, **row}
+                with open(log, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
 
 
 def run_candidate(name: str, args: argparse.Namespace) -> None:
@@ -96,7 +127,7 @@ def run_candidate(name: str, args: argparse.Namespace) -> None:
         for split, cache in args.eval.items():
             if split in have:
                 continue
-            row = evaluate_teacher(run / "teacher", cache, args)
+            row = evaluate_model(run / "teacher", cache, args)
             row = {"candidate": name, "step": steps, "samples": steps * batch, "split": split,
                    "train_seconds": round(train_s, 1), **row}  # fmt: skip
             with open(log, "a") as f:
@@ -158,12 +189,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop a candidate after this")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--score", action="append", default=[], help="NAME=FOLDER[@STEPS]: score models")
+    parser.add_argument("--seeds", default="0", help="--score: sampling seeds (noise), comma-separated")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.eval = {k: Path(v) for k, v in (e.split("=", 1) for e in args.eval)}
+    if args.score:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+        score(args.score, args)
+        return 0
     if not args.plot_only:
         args.steps = [int(s) for s in args.steps.split(",")]
-        args.eval = dict(e.split("=", 1) for e in args.eval)
-        args.eval = {k: Path(v) for k, v in args.eval.items()}
         for name in args.candidate:
             run_candidate(name, args)
     print(f"plot: {plot(args.out)}", flush=True)

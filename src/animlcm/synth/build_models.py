@@ -102,6 +102,8 @@ def main() -> int:
     parser.add_argument("--student-temporal-batch", type=int, default=1)
     parser.add_argument("--extract-jobs", type=int, default=1, help="synth processes and extract shards")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers of train/distill")
+    parser.add_argument("--preload", action=argparse.BooleanOptionalAction, default=True,
+                        help="train/distill read the cache into memory (~3 GB, 2000 clips)")  # fmt: skip
     # wall-clock budgets (minutes) per training run, for a lent GPU's fixed time: the step count is then
     # whatever fits, up to the --*-steps maximum; the build log records both
     for name in ("vae", "teacher", "teacher-temporal", "student", "student-temporal"):
@@ -121,7 +123,8 @@ def main() -> int:
 
     def flags(batch: int, minutes: float | None) -> list[str]:
         budget = [] if minutes is None else ["--max-minutes", str(minutes)]
-        return ["--batch-size", str(batch), "--num-workers", str(args.num_workers), *budget]
+        preload = ["--preload"] if args.preload else []
+        return ["--batch-size", str(batch), "--num-workers", str(args.num_workers), *preload, *budget]
 
     def step(name: str, done: Path, fn) -> None:
         if done.exists():
