@@ -20,6 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+# wall-clock caps of a CPU build (minutes); a GPU build passes its own
+CPU_MINUTES = {"teacher": 75.0, "teacher-anneal": 6.0, "teacher-temporal": 8.0, "student": 10.0,
+               "student-temporal": 5.0}  # fmt: skip
 SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "vae"
 
 
@@ -72,13 +75,17 @@ def main() -> int:
         default=str(SHIPPED_VAE),
         help="reuse this VAE folder (default: the shipped GPU-trained one); 'train' fits a new one here",
     )
-    parser.add_argument("--teacher-steps", type=int, default=4000, help="spatial teacher steps")
+    # the defaults are the build that ships (2026-12-02, 2-core CPU); the --*-minutes caps keep a CPU
+    # rebuild under ~2 hours
+    parser.add_argument("--teacher-steps", type=int, default=5000, help="spatial teacher steps")
+    parser.add_argument("--teacher-anneal-steps", type=int, default=600, help="spatial steps at a lower lr")
+    parser.add_argument("--teacher-anneal-factor", type=float, default=0.125, help="their lr / --teacher-lr")
     parser.add_argument("--teacher-temporal-steps", type=int, default=200)
     parser.add_argument("--student-steps", type=int, default=400, help="spatial distillation steps")
     parser.add_argument("--student-temporal-steps", type=int, default=100)
     parser.add_argument("--method", default="dancelcm")
     # a tiny network trained from scratch in a few thousand steps needs a larger step than SD fine-tuning
-    parser.add_argument("--teacher-lr", type=float, default=4e-4)
+    parser.add_argument("--teacher-lr", type=float, default=3e-4)
     parser.add_argument("--student-lr", type=float, default=1e-4)
     # the teacher's CFG weight w (x0_c + w (x0_c - x0_u)) during distillation: lower than the papers' 2.5,
     # since high guidance amplifies the artifacts of a teacher trained for minutes on a CPU
@@ -87,7 +94,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="VAE training device: auto, cpu or cuda")
     parser.add_argument("--vae-channels", default="8,16,32,32", help="the VAE's four block widths")
     parser.add_argument(
-        "--teacher-widths", default=None, help="the teacher UNets' block widths (default 32,64; e.g. 64,128)"
+        "--teacher-widths", default="64,128", help="the teacher UNets' block widths (32,64: ~4x smaller)"
     )
     parser.add_argument("--teacher-heads", type=int, default=None, help="attention heads (default 1)")
     # face tokens are DanceLCM's student-side addition (the papers' teachers have none), and encoding a
@@ -96,9 +103,9 @@ def main() -> int:
                         help="face tokens in the teacher and the student")  # fmt: skip
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=64, help="VAE training crop (128: whole frames)")
-    parser.add_argument("--teacher-batch", type=int, default=4, help="frames (spatial) / clips (temporal)")
+    parser.add_argument("--teacher-batch", type=int, default=8, help="frames (spatial) / clips (temporal)")
     parser.add_argument("--teacher-temporal-batch", type=int, default=4)
-    parser.add_argument("--student-batch", type=int, default=1)
+    parser.add_argument("--student-batch", type=int, default=4)
     parser.add_argument("--student-temporal-batch", type=int, default=1)
     parser.add_argument("--extract-jobs", type=int, default=1, help="synth processes and extract shards")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers of train/distill")
@@ -106,8 +113,8 @@ def main() -> int:
                         help="train/distill read the cache into memory (~3 GB, 2000 clips)")  # fmt: skip
     # wall-clock budgets (minutes) per training run, for a lent GPU's fixed time: the step count is then
     # whatever fits, up to the --*-steps maximum; the build log records both
-    for name in ("vae", "teacher", "teacher-temporal", "student", "student-temporal"):
-        parser.add_argument(f"--{name}-minutes", type=float, default=None)
+    for name in ("vae", "teacher", "teacher-anneal", "teacher-temporal", "student", "student-temporal"):
+        parser.add_argument(f"--{name}-minutes", type=float, default=CPU_MINUTES.get(name))
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -135,6 +142,7 @@ def main() -> int:
         log["steps"][name] = {"seconds": round(time.time() - t0, 1)}  # type: ignore[index]
 
     videos, vae_dir, cache = work / "videos", work / "vae", work / "cache"
+    teacher_a = work / "teacher_anneal"
     teacher0, teacher_s, teacher_t = (
         work / "teacher_init",
         work / "teacher_spatial",
@@ -185,8 +193,19 @@ def main() -> int:
         "train-teacher", "--cache", str(cache), "--init", str(teacher0), "--out", str(teacher_s),
         "--stage", "spatial", "--max-steps", str(args.teacher_steps),
         "--lr", str(args.teacher_lr), *flags(args.teacher_batch, args.teacher_minutes)))  # fmt: skip
+    # a short spatial run at a lower learning rate: the constant-lr weights jitter around their optimum
+    # (+0.4 dB held-out for 500 steps at lr/8, benchmarks/README.md "Teacher generalisation")
+    spatial = teacher_s / "teacher"
+    if args.teacher_anneal_steps > 0:
+        step("anneal teacher (spatial)", teacher_a / "teacher" / "animlcm.json", lambda: animlcm(
+            "train-teacher", "--cache", str(cache), "--init", str(teacher_s / "teacher"),
+            "--out", str(teacher_a),
+            "--stage", "spatial", "--max-steps", str(args.teacher_anneal_steps),
+            "--lr", str(args.teacher_lr * args.teacher_anneal_factor),
+            *flags(args.teacher_batch, args.teacher_anneal_minutes)))  # fmt: skip
+        spatial = teacher_a / "teacher"
     step("train teacher (temporal)", teacher_t / "teacher" / "animlcm.json", lambda: animlcm(
-        "train-teacher", "--cache", str(cache), "--init", str(teacher_s / "teacher"), "--out", str(teacher_t),
+        "train-teacher", "--cache", str(cache), "--init", str(spatial), "--out", str(teacher_t),
         "--stage", "temporal", "--max-steps", str(args.teacher_temporal_steps),
         "--lr", str(args.teacher_lr),
         *flags(args.teacher_temporal_batch, args.teacher_temporal_minutes)))  # fmt: skip
@@ -205,6 +224,8 @@ def main() -> int:
 
     # the steps each run really made (a --*-minutes budget may end it before its --*-steps)
     runs = {"teacher_spatial": teacher_s, "teacher_temporal": teacher_t}
+    if args.teacher_anneal_steps > 0:
+        runs["teacher_anneal"] = teacher_a
     runs |= {"student_spatial": student_s, "student_temporal": student_t}
     log["runs"] = {name: _run_summary(run) for name, run in runs.items()}
 
