@@ -117,7 +117,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         ema: Annotated[OptFloat, typer.Option("--ema", help="EMA decay of the target.")] = None,
         loss: Annotated[OptStr, typer.Option("--loss", help="huber (pseudo-Huber) | l2.")] = None,
-        huber_c: Annotated[OptFloat, typer.Option("--huber-c", help="Pseudo-Huber c.")] = None,
+        huber_c: Annotated[
+            OptFloat, typer.Option("--huber-c", help="Pseudo-Huber c (per element; 0.001).")
+        ] = None,
         share_reference: Annotated[
             OptBool,
             typer.Option("--share-reference/--no-share-reference", help="ReferenceLCM shared conditioning."),

@@ -46,6 +46,7 @@ class DistillConfig(LoopSettings):
     loss: str | None = None
     """huber (pseudo-Huber) | l2."""
     huber_c: float = 0.001
+    """c of the per-element pseudo-Huber distance (diffusers' LCM script's huber_c)."""
     share_reference: bool | None = None
     """ReferenceLCM: reference features and image tokens computed once per batch, shared by all three nets."""
 
