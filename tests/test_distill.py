@@ -362,6 +362,42 @@ def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
     assert res.exit_code != 0 and "--timestep-weighting 'half'" in str(res.exception)
 
 
+def test_cli_adjacent_and_lora_targets(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """--no-adjacent reaches the timestep pairs (DanceLCM eq. 4 literally); --lora-targets attention puts the
+    LoRA on attention only; both are recorded in config.yaml and in the student's ablation label."""
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+    from animlcm.models.lora import LORA_FILE
+    from animlcm.stages.distill import step
+
+    assert DistillConfig(method="lcm").with_method_defaults().adjacent is True
+    assert DistillConfig(method="animatelcm").with_method_defaults().lora_targets == "all"
+    seen = []
+    real = step.sample_timestep_pairs
+    monkeypatch.setattr(
+        step, "sample_timestep_pairs", lambda *a, **k: seen.append(k["adjacent"]) or real(*a, **k)
+    )
+    res = CliRunner().invoke(app, [
+        "distill", "--cache", str(tiny_cache), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "r"),
+        "--method", "animatelcm", "--max-steps", "1", "--no-adjacent", "--lora-targets", "attention",
+        "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert seen == [False]
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "adjacent: false" in saved and "lora_targets: attention" in saved
+    meta = json.loads((tmp_path / "r" / "student" / "animlcm.json").read_text())["meta"]
+    assert meta["ablation"] == "adjacent=off,lora_targets=attention"
+    with safe_open(str(tmp_path / "r" / "student" / "lora" / LORA_FILE), framework="pt") as f:
+        names = list(f.keys())
+    assert names and all(any(f".{a}." in n for a in ("to_q", "to_k", "to_v", "to_out")) for n in names)
+    res = CliRunner().invoke(app, ["distill", "--cache", str(tiny_cache), "--teacher", str(tiny_teacher),
+                                   "--out", str(tmp_path / "x"), "--lora-targets", "convs"])  # fmt: skip
+    assert res.exit_code != 0 and "lora_targets 'convs'" in str(res.exception)
+
+
 def test_teacher_step_drops_condition(tiny_cache, tiny_teacher):
     """The CFG condition drop: dropped steps see the unconditional branch (and still give finite losses)."""
     from animlcm.models.io import load_model_folder

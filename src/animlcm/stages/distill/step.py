@@ -116,7 +116,10 @@ def distill_step(
     # 1. sample t_{n+k} on the skipping grid and t_n one solver step below it; with K segments, also the
     #    lower edge s_o of t_{n+k}'s segment that both student and target map to (DanceLCM eq. 4)
     edges = segment_edges(cfg.segments, cfg.num_ddim_steps) if cfg.segments > 1 else None
-    pairs = sample_timestep_pairs(b, num_ddim_steps=cfg.num_ddim_steps, edges=edges, generator=generator)
+    adjacent = cfg.adjacent is not False  # None (a config from before the switch) is the default, True
+    pairs = sample_timestep_pairs(
+        b, num_ddim_steps=cfg.num_ddim_steps, edges=edges, adjacent=adjacent, generator=generator
+    )
     t_start, t_end = pairs.t_start.to(device), pairs.t_end.to(device)
     boundary = pairs.boundary.to(device) if edges is not None else None
 

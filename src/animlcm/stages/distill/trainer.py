@@ -352,7 +352,7 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
         base, init_meta = loaded.net, dict(loaded.meta)
     student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
     if cfg.lora_rank and not has_lora(student):
-        add_lora(student, rank=cfg.lora_rank, layers="spatial")
+        add_lora(student, rank=cfg.lora_rank, layers="spatial", targets=cfg.lora_targets or "all")
     student.train()
     return student, init_meta
 
