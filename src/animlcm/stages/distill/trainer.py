@@ -320,7 +320,10 @@ def _init_folder(init: Path) -> Path:
 
 
 def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
-    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked."""
+    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked.
+
+    A face projector added to a network without one is zero-initialised and read by decoupled attention, so
+    the copy predicts exactly what ``net`` predicts until it trains."""
     import copy
 
     from animlcm.models.conditioning import FaceProjector
@@ -330,7 +333,10 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
     out.config = dataclasses.replace(net.config, face_tokens=face_tokens, aux_head=aux_head)
     width, c0 = out.unet.config.cross_attention_dim, out.unet.config.block_out_channels[0]
     if face_tokens and out.face_projector is None:
-        out.face_projector = FaceProjector(4, width, out.config.face_patch_size).to(out.device)
+        # a new projector starts as a no-op (zero tokens, read decoupled): the student starts as its teacher
+        out.config.face_attention = "decoupled"
+        projector = FaceProjector(4, width, out.config.face_patch_size, zero_init=True)
+        out.face_projector = projector.to(out.device)
     elif not face_tokens:
         out.face_projector = None
     if aux_head and out.aux_head is None:
