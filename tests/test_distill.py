@@ -417,6 +417,77 @@ def test_teacher_step_drops_condition(tiny_cache, tiny_teacher):
     assert drops == [0.0] * 3 + [1.0] * 3
 
 
+@pytest.mark.parametrize("method", ["lcm", "cosec"])
+def test_teacher_sees_in_distill_what_it_sees_in_render(method, tiny_cache, tiny_teacher):
+    """A teacher with face tokens, a student without (lcm; cosec also shares the reference features): the
+    teacher's predictions inside a distill step (conditional and unconditional branch) equal its predictions
+    in render's teacher sampling path for the same reference, face crop, x_t, t and poses."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.step import DistillModels, distill_step
+    from animlcm.stages.distill.trainer import with_heads
+    from animlcm.stages.render import pipeline
+
+    loaded = load_model_folder(tiny_teacher)
+    teacher, vae = loaded.net.eval(), loaded.vae.eval()
+    with torch.no_grad():  # as trained: face tokens that matter (a fresh projector starts at zero)
+        teacher.face_projector.norm.weight.fill_(1.0)
+    student = with_heads(teacher, face_tokens=False, aux_head=False)
+    models = DistillModels(student, make_target(student), teacher, loaded.schedule, vae)
+    cfg = DistillConfig(method=method, stage="temporal", num_frames=2, w=1.0, eta=0.0, cons=0.0,
+                        temporal_sdm=0.0).with_method_defaults()  # fmt: skip
+    ds = DistillDataset(tiny_cache, num_frames=2, faces=True)
+    item = next(ds[i] for i in range(len(ds)) if bool(ds[i]["ref_face_found"]))
+    batch = torch.utils.data.default_collate([item])
+    u8 = lambda x: (x * 255).round().to(torch.uint8).permute(*range(1, x.ndim), 0).numpy()  # noqa: E731
+    reference, face, skeleton = u8(item["ref_image"]), u8(item["ref_face"]), u8(item["pose"]["skeleton"])
+    batch["ref_latent"] = pipeline.encode_latent(vae, batch["ref_image"])  # render encodes the image itself
+
+    calls = []
+    hook = teacher.register_forward_hook(lambda m, a, k, out: calls.append((a, out)), with_kwargs=True)
+    try:
+        distill_step(batch, student, models, cfg, torch.Generator().manual_seed(0))
+        in_distill, calls[:] = list(calls), []
+        model = pipeline.RenderModel(teacher, vae, loaded.schedule, "teacher")
+        settings = pipeline.SamplerSettings(steps=1, teacher=True, cfg=2.0)
+        pipeline.render_clip(model, reference, skeleton, settings, face=face)
+        render_conds = [a[3] for a, _ in calls]
+    finally:
+        hook.remove()
+    assert len(in_distill) == 2 and [c.dropped for c in render_conds] == [False, True]
+    for (x, t, pose, cond), out in in_distill:
+        rendered = render_conds[int(cond.dropped)]
+        with torch.no_grad():
+            torch.testing.assert_close(teacher(x, t, pose, rendered), out, rtol=0, atol=1e-6)
+    # the face crop is part of it: without it (the old behaviour for such students) the prediction differs
+    (x, t, pose, cond), out = in_distill[0]
+    no_face = pipeline.encode_reference(model, reference, None)
+    with torch.no_grad():
+        assert (teacher(x, t, pose, no_face) - out).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("teacher_free, encoded", [(False, 1), (True, 0)])
+def test_runs_read_face_crops_for_a_face_token_teacher(teacher_free, encoded, tiny_cache, tiny_teacher,
+                                                       tmp_path, monkeypatch):  # fmt: skip
+    """A student without face tokens of a teacher with them: the run reads the crops and encodes them for
+    the teacher (not when teacher-free: then nothing has face tokens and no crop is read)."""
+    from animlcm.stages.distill import data, step
+    from animlcm.stages.distill.trainer import run
+
+    seen, flags = [], []
+    real_encode, real_init = step.encode_faces, data.DistillDataset.__init__
+    monkeypatch.setattr(step, "encode_faces", lambda vae, x: seen.append(x.shape[0]) or real_encode(vae, x))
+
+    def init(self, *a, **k):
+        flags.append(k["faces"])
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(data.DistillDataset, "__init__", init)
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1, teacher_free=teacher_free))
+    assert flags == [not teacher_free] and len(seen) == encoded
+
+
 @pytest.mark.parametrize("share, calls", [(True, 1), (False, 3)])
 def test_reference_features_computed_once_and_shared(share, calls, tiny_cache, tiny_teacher):
     """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references."""

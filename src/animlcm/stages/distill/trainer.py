@@ -406,7 +406,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
-    from animlcm.stages.distill.step import DistillModels, distill_step
+    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces
 
     cfg = cfg.with_method_defaults()
     if progress is not None:
@@ -435,7 +435,14 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     elif accelerator.mixed_precision in ("fp16", "bf16") and accelerator.device.type == "cuda":
         teacher.to(torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
 
-    # 3. data: clips (temporal) or single frames (spatial), with the references the losses need
+    # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
+    #    crops when the student or the teacher has face tokens (each sees the conditioning it has)
+    faces = needs_faces(student, teacher)
+    if faces and vae is None:
+        raise AnimlcmError(
+            f"{cfg.teacher}: the teacher folder has no vae/, which face tokens need for the face crops; "
+            "re-create it with `animlcm teacher init`, or distill a teacher and student without face tokens"
+        )
     dataset = DistillDataset(
         cfg.cache,
         num_frames=cfg.frames_per_sample,
@@ -444,13 +451,13 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         second_reference=cfg.needs_second_reference,
         other_reference=cfg.needs_other_reference,
         motion_delta=cfg.motion_delta,
-        faces=bool(cfg.face_tokens),
+        faces=faces,
         preload=cfg.preload,
         seed=cfg.seed,
     )
     models = DistillModels(
         student=student, target=target, teacher=teacher, schedule=loaded.schedule,
-        vae=vae if cfg.face_tokens else None,
+        vae=vae if faces else None,
     )  # fmt: skip
 
     def step_fn(batch, model, generator):
