@@ -488,21 +488,23 @@ def test_runs_read_face_crops_for_a_face_token_teacher(teacher_free, encoded, ti
     assert flags == [not teacher_free] and len(seen) == encoded
 
 
-@pytest.mark.parametrize("share, calls", [(True, 1), (False, 3)])
-def test_reference_features_computed_once_and_shared(share, calls, tiny_cache, tiny_teacher):
-    """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references."""
+@pytest.mark.parametrize("share, faces, calls", [(True, False, 1), (False, False, 3), (True, True, 2)])
+def test_reference_features_computed_once_and_shared(share, faces, calls, tiny_cache, tiny_teacher):
+    """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references;
+    with face tokens the teacher makes its own (the student's trained face tokens are not the teacher's)."""
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import make_target
     from animlcm.stages.distill.step import DistillModels, distill_step
     from animlcm.stages.distill.trainer import with_heads
 
-    cfg = DistillConfig(method="cosec", face_tokens=True, share_reference=share).with_method_defaults()
+    cfg = DistillConfig(method="cosec", face_tokens=faces, share_reference=share).with_method_defaults()
     loaded = load_model_folder(tiny_teacher)
-    student = with_heads(loaded.net, True, False)
-    models = DistillModels(student, make_target(student), loaded.net, loaded.schedule, loaded.vae)
+    teacher = with_heads(loaded.net, faces, False)
+    student = with_heads(teacher, faces, False)
+    models = DistillModels(student, make_target(student), teacher, loaded.schedule, loaded.vae)
     count = []
-    for net in {id(m.reference_unet): m for m in (student, models.target, loaded.net)}.values():
+    for net in {id(m.reference_unet): m for m in (student, models.target, teacher)}.values():
         net.reference_unet.register_forward_hook(lambda m, a, o: count.append(a[0].shape[0]))
     ds = DistillDataset(tiny_cache, second_reference=True, other_reference=True)
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
