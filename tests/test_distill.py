@@ -467,13 +467,17 @@ def test_teacher_sees_in_distill_what_it_sees_in_render(method, tiny_cache, tiny
         assert (teacher(x, t, pose, no_face) - out).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("teacher_free, encoded", [(False, 1), (True, 0)])
-def test_runs_read_face_crops_for_a_face_token_teacher(teacher_free, encoded, tiny_cache, tiny_teacher,
-                                                       tmp_path, monkeypatch):  # fmt: skip
+def test_runs_read_face_crops_for_a_face_token_teacher(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
     """A student without face tokens of a teacher with them: the run reads the crops and encodes them for
-    the teacher (not when teacher-free: then nothing has face tokens and no crop is read)."""
+    the teacher (not when teacher-free: then nothing has face tokens and no crop need be read)."""
+    from animlcm.models.io import load_model_folder
     from animlcm.stages.distill import data, step
-    from animlcm.stages.distill.trainer import run
+    from animlcm.stages.distill.trainer import run, with_heads
+
+    teacher = load_model_folder(tiny_teacher, vae=False).net
+    faceless = with_heads(teacher, face_tokens=False, aux_head=False)
+    assert step.needs_faces(faceless, teacher) and not step.needs_faces(faceless, None)
+    assert step.needs_faces(with_heads(faceless, face_tokens=True, aux_head=False), faceless)
 
     seen, flags = [], []
     real_encode, real_init = step.encode_faces, data.DistillDataset.__init__
@@ -484,8 +488,8 @@ def test_runs_read_face_crops_for_a_face_token_teacher(teacher_free, encoded, ti
         real_init(self, *a, **k)
 
     monkeypatch.setattr(data.DistillDataset, "__init__", init)
-    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1, teacher_free=teacher_free))
-    assert flags == [not teacher_free] and len(seen) == encoded
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1))
+    assert flags == [True] and len(seen) == 1
 
 
 @pytest.mark.parametrize("share, faces, calls", [(True, False, 1), (False, False, 3), (True, True, 2)])
