@@ -131,8 +131,9 @@ def distill_step(
     pose = batch["pose"]
     abar = schedule.alphas_cumprod(device=device)
 
-    # 1. sample t_{n+k} on the skipping grid and t_n one solver step below it; with K segments, also the
-    #    lower edge s_o of t_{n+k}'s segment that both student and target map to (DanceLCM eq. 4)
+    # 1. sample t_{n+k} on the skipping grid and t_n one solver step below it (--no-adjacent: anywhere in
+    #    its segment below it); with K segments, also the lower edge s_o of t_{n+k}'s segment that both
+    #    student and target map to (DanceLCM eq. 4)
     edges = segment_edges(cfg.segments, cfg.num_ddim_steps) if cfg.segments > 1 else None
     adjacent = cfg.adjacent is not False  # None (a config from before the switch) is the default, True
     pairs = sample_timestep_pairs(
