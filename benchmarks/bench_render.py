@@ -109,9 +109,8 @@ def main() -> int:
             SamplerSettings(steps=args.teacher_steps, teacher=True, cfg=args.cfg, window=f, overlap=0),
         ),
     ):
-        render_clip(
-            model, ref, skeleton[: min(f, 4)], SamplerSettings(steps=1, teacher=settings.teacher)
-        )  # warm-up
+        warm = SamplerSettings(steps=model.min_steps(settings), teacher=settings.teacher)
+        render_clip(model, ref, skeleton[: min(f, 4)], warm)  # warm-up
         best = None
         for _ in range(args.repeats):
             if device.type == "cuda":

@@ -362,6 +362,42 @@ def test_cli_distill_and_train_teacher(tiny_cache, tiny_teacher, tmp_path):
     assert res.exit_code != 0 and "--timestep-weighting 'half'" in str(res.exception)
 
 
+def test_cli_adjacent_and_lora_targets(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """--no-adjacent reaches the timestep pairs (DanceLCM eq. 4 literally); --lora-targets attention puts the
+    LoRA on attention only; both are recorded in config.yaml and in the student's ablation label."""
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+    from animlcm.models.lora import LORA_FILE
+    from animlcm.stages.distill import step
+
+    assert DistillConfig(method="lcm").with_method_defaults().adjacent is True
+    assert DistillConfig(method="animatelcm").with_method_defaults().lora_targets == "all"
+    seen = []
+    real = step.sample_timestep_pairs
+    monkeypatch.setattr(
+        step, "sample_timestep_pairs", lambda *a, **k: seen.append(k["adjacent"]) or real(*a, **k)
+    )
+    res = CliRunner().invoke(app, [
+        "distill", "--cache", str(tiny_cache), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "r"),
+        "--method", "animatelcm", "--max-steps", "1", "--no-adjacent", "--lora-targets", "attention",
+        "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert seen == [False]
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "adjacent: false" in saved and "lora_targets: attention" in saved
+    meta = json.loads((tmp_path / "r" / "student" / "animlcm.json").read_text())["meta"]
+    assert meta["ablation"] == "adjacent=off,lora_targets=attention"
+    with safe_open(str(tmp_path / "r" / "student" / "lora" / LORA_FILE), framework="pt") as f:
+        names = list(f.keys())
+    assert names and all(any(f".{a}." in n for a in ("to_q", "to_k", "to_v", "to_out")) for n in names)
+    res = CliRunner().invoke(app, ["distill", "--cache", str(tiny_cache), "--teacher", str(tiny_teacher),
+                                   "--out", str(tmp_path / "x"), "--lora-targets", "convs"])  # fmt: skip
+    assert res.exit_code != 0 and "lora_targets 'convs'" in str(res.exception)
+
+
 def test_teacher_step_drops_condition(tiny_cache, tiny_teacher):
     """The CFG condition drop: dropped steps see the unconditional branch (and still give finite losses)."""
     from animlcm.models.io import load_model_folder
@@ -381,21 +417,98 @@ def test_teacher_step_drops_condition(tiny_cache, tiny_teacher):
     assert drops == [0.0] * 3 + [1.0] * 3
 
 
-@pytest.mark.parametrize("share, calls", [(True, 1), (False, 3)])
-def test_reference_features_computed_once_and_shared(share, calls, tiny_cache, tiny_teacher):
-    """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references."""
+@pytest.mark.parametrize("method", ["lcm", "cosec"])
+def test_teacher_sees_in_distill_what_it_sees_in_render(method, tiny_cache, tiny_teacher):
+    """A teacher with face tokens, a student without (lcm; cosec also shares the reference features): the
+    teacher's predictions inside a distill step (conditional and unconditional branch) equal its predictions
+    in render's teacher sampling path for the same reference, face crop, x_t, t and poses."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.step import DistillModels, distill_step
+    from animlcm.stages.distill.trainer import with_heads
+    from animlcm.stages.render import pipeline
+
+    loaded = load_model_folder(tiny_teacher)
+    teacher, vae = loaded.net.eval(), loaded.vae.eval()
+    with torch.no_grad():  # as trained: face tokens that matter (a fresh projector starts at zero)
+        teacher.face_projector.norm.weight.fill_(1.0)
+    student = with_heads(teacher, face_tokens=False, aux_head=False)
+    models = DistillModels(student, make_target(student), teacher, loaded.schedule, vae)
+    cfg = DistillConfig(method=method, stage="temporal", num_frames=2, w=1.0, eta=0.0, cons=0.0,
+                        temporal_sdm=0.0).with_method_defaults()  # fmt: skip
+    ds = DistillDataset(tiny_cache, num_frames=2, faces=True)
+    item = next(ds[i] for i in range(len(ds)) if bool(ds[i]["ref_face_found"]))
+    batch = torch.utils.data.default_collate([item])
+    u8 = lambda x: (x * 255).round().to(torch.uint8).permute(*range(1, x.ndim), 0).numpy()  # noqa: E731
+    reference, face, skeleton = u8(item["ref_image"]), u8(item["ref_face"]), u8(item["pose"]["skeleton"])
+    batch["ref_latent"] = pipeline.encode_latent(vae, batch["ref_image"])  # render encodes the image itself
+
+    calls = []
+    hook = teacher.register_forward_hook(lambda m, a, k, out: calls.append((a, out)), with_kwargs=True)
+    try:
+        distill_step(batch, student, models, cfg, torch.Generator().manual_seed(0))
+        in_distill, calls[:] = list(calls), []
+        model = pipeline.RenderModel(teacher, vae, loaded.schedule, "teacher")
+        settings = pipeline.SamplerSettings(steps=1, teacher=True, cfg=2.0)
+        pipeline.render_clip(model, reference, skeleton, settings, face=face)
+        render_conds = [a[3] for a, _ in calls]
+    finally:
+        hook.remove()
+    assert len(in_distill) == 2 and [c.dropped for c in render_conds] == [False, True]
+    for (x, t, pose, cond), out in in_distill:
+        rendered = render_conds[int(cond.dropped)]
+        with torch.no_grad():
+            torch.testing.assert_close(teacher(x, t, pose, rendered), out, rtol=0, atol=1e-6)
+    # the face crop is part of it: without it (the old behaviour for such students) the prediction differs
+    (x, t, pose, cond), out = in_distill[0]
+    no_face = pipeline.encode_reference(model, reference, None)
+    with torch.no_grad():
+        assert (teacher(x, t, pose, no_face) - out).abs().max() > 1e-4
+
+
+def test_runs_read_face_crops_for_a_face_token_teacher(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """A student without face tokens of a teacher with them: the run reads the crops and encodes them for
+    the teacher (not when teacher-free: then nothing has face tokens and no crop need be read)."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill import data, step
+    from animlcm.stages.distill.trainer import run, with_heads
+
+    teacher = load_model_folder(tiny_teacher, vae=False).net
+    faceless = with_heads(teacher, face_tokens=False, aux_head=False)
+    assert step.needs_faces(faceless, teacher) and not step.needs_faces(faceless, None)
+    assert step.needs_faces(with_heads(faceless, face_tokens=True, aux_head=False), faceless)
+
+    seen, flags = [], []
+    real_encode, real_init = step.encode_faces, data.DistillDataset.__init__
+    monkeypatch.setattr(step, "encode_faces", lambda vae, x: seen.append(x.shape[0]) or real_encode(vae, x))
+
+    def init(self, *a, **k):
+        flags.append(k["faces"])
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(data.DistillDataset, "__init__", init)
+    run(_cfg(tiny_cache, tiny_teacher, tmp_path / "r", method="lcm", max_steps=1))
+    assert flags == [True] and len(seen) == 1
+
+
+@pytest.mark.parametrize("share, faces, calls", [(True, False, 1), (False, False, 3), (True, True, 2)])
+def test_reference_features_computed_once_and_shared(share, faces, calls, tiny_cache, tiny_teacher):
+    """ReferenceLCM: one reference-net pass per step serves teacher, target and the student's 3 references;
+    with face tokens the teacher makes its own (the student's trained face tokens are not the teacher's)."""
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import make_target
     from animlcm.stages.distill.step import DistillModels, distill_step
     from animlcm.stages.distill.trainer import with_heads
 
-    cfg = DistillConfig(method="cosec", face_tokens=True, share_reference=share).with_method_defaults()
+    cfg = DistillConfig(method="cosec", face_tokens=faces, share_reference=share).with_method_defaults()
     loaded = load_model_folder(tiny_teacher)
-    student = with_heads(loaded.net, True, False)
-    models = DistillModels(student, make_target(student), loaded.net, loaded.schedule, loaded.vae)
+    teacher = with_heads(loaded.net, faces, False)
+    student = with_heads(teacher, faces, False)
+    models = DistillModels(student, make_target(student), teacher, loaded.schedule, loaded.vae)
     count = []
-    for net in {id(m.reference_unet): m for m in (student, models.target, loaded.net)}.values():
+    for net in {id(m.reference_unet): m for m in (student, models.target, teacher)}.values():
         net.reference_unet.register_forward_hook(lambda m, a, o: count.append(a[0].shape[0]))
     ds = DistillDataset(tiny_cache, second_reference=True, other_reference=True)
     batch = torch.utils.data.default_collate([ds[0], ds[1]])

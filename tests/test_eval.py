@@ -219,3 +219,24 @@ def test_vs_teacher_guidance_defaults_to_what_the_student_imitates(cache):
     assert reference_cfg(cfg, {"guidance_w": None}) == 3.5 and reference_cfg(cfg, {}) == 3.5
     given = resolve_config(EvalConfig, "tiny", None, dict(cache=cache, vs_teacher=25, vs_teacher_cfg=2.0))
     assert reference_cfg(given, {"guidance_w": 0.5}) == 2.0
+
+
+def test_segmented_student_sweeps_from_its_own_minimum(cache, student_dir, tmp_path):
+    """A K=2 student samples in 2 steps at least: the sweep leaves out 1 step (and says so in metrics.json);
+    asked for 1 step alone, eval refuses with the minimum."""
+    from animlcm.models.io import load_model_folder, save_model_folder
+
+    loaded = load_model_folder(student_dir)
+    meta = {**loaded.meta, "segments": 2, "num_ddim_steps": 50}
+    folder = save_model_folder(loaded.net, loaded.vae, tmp_path / "k2", kind="student", meta=meta)
+    base = dict(model=folder, cache=cache, max_videos=1, max_frames=2, progress=False, device="cpu")
+    sweep = dict(base, out=tmp_path / "e", sweep=True, student_steps=(1, 2, 3), teacher_steps=())
+    cfg = resolve_config(EvalConfig, "tiny", None, sweep)
+    result = run(cfg)
+    assert [(r.method, r.steps) for r in result.rows] == [("dancelcm", 2), ("dancelcm", 3)]
+    assert result.skipped_steps == [1]
+    data = json.loads(result.metrics_json.read_text())
+    assert data["meta"]["student_steps_below_segments"] == [1]
+    with pytest.raises(AnimlcmError, match=r"--steps 1: .* at least 2 steps"):
+        run(resolve_config(EvalConfig, "tiny", None, dict(base, out=tmp_path / "one", steps=1)))
+    assert not (tmp_path / "one").exists()

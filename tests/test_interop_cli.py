@@ -156,7 +156,7 @@ def test_lora_student_exports_merged(imported, app):
         for k, v in tensors.items():
             assert torch.allclose(back[k], v, atol=1e-6), f"{stem}:{k}"
             changed += not torch.equal(back[k], sources[stem][k])
-    # the adapter sits on the spatial attention projections: those (and only those) differ from the teacher
+    # the adapter sits on the spatial layers (LCM-LoRA's set): those (and only those) differ from the teacher
     assert changed > 0
     for k, v in read_state_dict(root / "sx" / "motion_module.pth").items():
         assert torch.equal(v, sources["motion_module"][k]) or not layouts.is_motion_key(k)
@@ -179,3 +179,57 @@ def test_import_refuses_to_overwrite_and_reports_bad_parts(imported, app, parts,
         _run(app, args(parts["clip"], root / "t2"))
     with pytest.raises(AnimlcmError, match="could not be loaded.*huggingface-cli download"):
         _run(app, args("no-such-org/no-such-model", root / "t3"))
+
+
+def test_exported_scheduler_samples_a_student_exactly_as_render(app, tmp_path):
+    """A K=1 student distilled on a 20-step grid: diffusers' LCMScheduler from the export's
+    scheduler_config.json, stepping the student's own outputs with the same starting noise and fresh noise,
+    gives render's frames; a K=2 student is refused with the fix."""
+    import numpy as np
+    from diffusers import LCMScheduler
+
+    from animlcm.models.io import save_model_folder
+    from animlcm.models.presets import tiny_network
+    from animlcm.models.vae import build_tiny_vae, decode_latents
+    from animlcm.stages.render import pipeline
+    from animlcm.stages.render.model import load_render_model
+
+    net, vae = tiny_network(seed=2, face_tokens=False, aux_head=False), build_tiny_vae()
+    with torch.no_grad():  # a pose guider with an effect (its output layer starts at zero)
+        for p in net.pose_guider.parameters():
+            p.normal_(0, 0.05)
+    meta = {"method": "lcm", "segments": 1, "num_ddim_steps": 20}
+    student = save_model_folder(net, vae, tmp_path / "run" / "student", kind="student", meta=meta)
+    _run(app, ["export", tmp_path / "run", "--format", "moore-aa", "--out", tmp_path / "ex", "--steps", "3"])
+    readme = (tmp_path / "ex" / "README.md").read_text()
+    assert "`[999, 699, 349]` (3 of the 20-step skipping grid" in readme
+
+    model = load_render_model(student, preset="tiny", device=torch.device("cpu"), dtype=torch.float32)
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    skeleton = rng.integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    settings = pipeline.SamplerSettings(steps=3, seed=11, window=16)
+    rendered = pipeline.render_clip(model, reference, skeleton, settings).frames
+
+    sched = LCMScheduler.from_pretrained(tmp_path / "ex")
+    sched.set_timesteps(3)
+    assert sched.timesteps.tolist() == [999, 699, 349]  # not the 50-step grid's [999, 679, 339]
+    gen = torch.Generator().manual_seed(11)  # render's: the starting noise, then the fresh noise per step
+    x = torch.randn((1, 4, 3, 16, 16), generator=gen)
+    with torch.no_grad():
+        cond = pipeline.encode_reference(model, reference)
+        pose = {"skeleton": pipeline.clip_tensor(skeleton, "cpu", torch.float32)}
+        for t in sched.timesteps:
+            out = model.net(x, t.reshape(1), pose, cond)
+            x, denoised = sched.step(out, t, x, generator=gen, return_dict=False)
+    frames = decode_latents(model.vae, denoised.transpose(1, 2).flatten(0, 1), batch_size=8)
+    np.testing.assert_array_equal(frames, rendered)  # the same frames, bit for bit
+    other_seed = pipeline.SamplerSettings(steps=3, seed=12, window=16)
+    assert (
+        frames != pipeline.render_clip(model, reference, skeleton, other_seed).frames
+    ).any()  # not trivial
+
+    segmented = save_model_folder(net, vae, tmp_path / "k2", kind="student", meta={**meta, "segments": 2})
+    with pytest.raises(AnimlcmError, match=r"2-segment student .* distill it with --segments 1"):
+        _run(app, ["export", segmented, "--format", "moore-aa", "--out", tmp_path / "ex2"])
+    assert not (tmp_path / "ex2").exists()

@@ -60,6 +60,34 @@ def test_targets_spatial_or_all(base):
         add_lora(everything)
 
 
+def _layers(names: list[str]) -> set[str]:
+    """The LoRA-wrapped layer types: the module name before ``.lora_A`` / ``.lora_B``, without indices."""
+    kinds = set()
+    for n in names:
+        module = n.split(".lora_")[0]
+        kinds.add(".".join([p for p in module.split(".") if not p.isdigit()][-3:]))
+    return kinds
+
+
+def test_lcm_lora_target_set_or_attention_only(base):
+    """LCM-LoRA's layers (diffusers' LCM-LoRA script, AnimateLCM): attention, feed-forward, proj_in/out and
+    convolutions; ``attention`` keeps q/k/v/out only. Neither touches the motion modules."""
+    full = copy.deepcopy(base)
+    full_names = add_lora(full, rank=4, targets="all")
+    attn = copy.deepcopy(base)
+    attn_names = add_lora(attn, rank=4, targets="attention")
+    assert not any("motion_modules" in n for n in full_names + attn_names)
+    kinds = _layers(full_names)
+    for wanted in ("attn1.to_q", "attn2.to_v", "attn1.to_out", "ff.net.proj", "ff.net", "attentions.proj_in",
+                   "attentions.proj_out", "resnets.conv1", "resnets.conv2", "resnets.time_emb_proj",
+                   "downsamplers.conv", "upsamplers.conv"):  # fmt: skip
+        assert any(k.endswith(wanted) for k in kinds), (wanted, sorted(kinds))
+    assert {k.split(".")[-1] for k in _layers(attn_names)} <= {"to_q", "to_k", "to_v", "to_out"}
+    assert set(attn_names) < set(full_names)
+    with pytest.raises(AnimlcmError, match="--lora-targets convs"):
+        add_lora(copy.deepcopy(base), rank=4, targets="convs")
+
+
 def test_fresh_lora_is_identity_and_disabled_lora_is_the_base(base, student, data):
     fresh = copy.deepcopy(base)
     add_lora(fresh, rank=4)

@@ -1,4 +1,4 @@
-"""Loss terms: hand-computed values, spec vectors, and the signs of ETA/CoNS."""
+"""Loss terms: hand values, spec vectors, the signs of ETA/CoNS, and the same weights at every size."""
 
 from __future__ import annotations
 
@@ -29,16 +29,47 @@ def spec(shared_dir):
     return json.loads((shared_dir / "data" / "spec_vectors.json").read_text())
 
 
-def test_pseudo_huber_spec_and_hand(spec):
-    v = spec["pseudo_huber"]
-    x, y = torch.tensor([v["x"]], dtype=torch.float64), torch.tensor([v["y"]], dtype=torch.float64)
-    assert pseudo_huber(x, y, v["c"]).item() == pytest.approx(v["value"], rel=1e-6)
-    # per sample over all elements: [[3, 0]] vs [[0, 4]] -> sqrt(25 + c^2) - c
+def test_pseudo_huber_is_per_element():
+    # per element, then the mean over a sample's elements:
+    # [[3, 0]] vs [[0, 4]] -> ((sqrt(10) - 1) + (sqrt(17) - 1)) / 2
     d = pseudo_huber(
         torch.tensor([[[3.0, 0.0]], [[1.0, 1.0]]]), torch.tensor([[[0.0, 4.0]], [[1.0, 1.0]]]), c=1.0
     )
     assert d.shape == (2,)
-    assert d.tolist() == pytest.approx([math.sqrt(26) - 1, 0.0])
+    assert d.tolist() == pytest.approx([((math.sqrt(10) - 1) + (math.sqrt(17) - 1)) / 2, 0.0])
+    # quadratic far below c, |d| far above it (diffusers' LCM script: sqrt(d^2 + c^2) - c, c = 0.001)
+    one = torch.ones(1, 8)
+    assert pseudo_huber(one * 1e-4, 0 * one, c=1e-3).item() == pytest.approx(0.5 * 1e-8 / 1e-3, rel=1e-2)
+    assert pseudo_huber(one * 2.0, 0 * one, c=1e-3).item() == pytest.approx(2.0, rel=1e-3)
+
+
+def _terms(shape: tuple[int, ...], num_frames: int) -> dict[str, float]:
+    """Every loss term of a step for predictions of ``shape`` whose per-element errors follow one fixed
+    pattern (the same multiset of values at every size), with the methods' weights."""
+    pattern = torch.tensor([0.05, -0.2, 0.3, -0.01, 0.12, -0.07, 0.0, 0.4])
+    n = math.prod(shape)
+    err = pattern.repeat(n // len(pattern)).reshape(shape)
+    pred, target = torch.zeros(shape), err
+    mask = (torch.arange(n // shape[1]) % 4 == 0).reshape(shape[0], *shape[2:])  # a quarter of the cells
+    sdm = pattern.repeat(shape[0] * num_frames * num_frames // len(pattern)).reshape(shape[0], num_frames, -1)
+    return {
+        "cd": cd_loss(pred, target).item(),
+        "cd_motion": cd_loss(pred, target, mask=mask, motion_weight=0.5).item(),
+        "aux": aux_loss(pred, target, weight=0.1).item(),
+        "eta": eta_loss(pred, target, weight=0.1).item(),
+        "cons": cons_loss(pred, target, weight=0.02).item(),
+        "temporal_sdm": temporal_sdm_loss(torch.zeros_like(sdm), sdm, weight=0.1).item(),
+    }
+
+
+def test_paper_weights_mean_the_same_at_every_size():
+    """The same per-element errors at tiny (2 x 16x16 latents) and sd15 (16 x 96x64) size give the same terms,
+    so each paper weight's share of the total does not change with resolution or frame count."""
+    tiny = _terms((2, 4, 2, 16, 16), num_frames=2)
+    sd15 = _terms((2, 4, 16, 96, 64), num_frames=16)
+    for name in tiny:
+        assert sd15[name] / sd15["cd"] == pytest.approx(tiny[name] / tiny["cd"], rel=1e-4), name
+    assert tiny["cd"] == pytest.approx(sd15["cd"], rel=1e-4) and tiny["cd"] > 0.1
 
 
 def test_l2_and_distance_dispatch():
@@ -56,9 +87,10 @@ def _clip(values):  # (1, C=1, F=1, h=1, w=len) clip
 def test_cd_loss_motion_mask_hand_values():
     pred, target = _clip([1.0, 2.0]), _clip([0.0, 0.0])
     mask = torch.tensor([[[[True, False]]]])  # (B, F, h, w)
-    # huber, c = 0: d = sqrt(1 + 4), d_M = sqrt(1) (the unmasked cell zeroed in both)
+    # huber, c = 0: per element |d|, so d = (1 + 2) / 2, d_M = (1 + 0) / 2 (the unmasked cell zeroed in both)
     loss = cd_loss(pred, target, kind="huber", c=0.0, mask=mask, motion_weight=0.5)
-    assert loss.item() == pytest.approx(math.sqrt(5) + 0.5 * 1.0)
+    assert loss.item() == pytest.approx(1.5 + 0.5 * 0.5)
+    assert loss.item() == pytest.approx((1.5 * 1 + 1.0 * 2) / 2)  # a per-element weight 1 + lambda_1 M
     # l2 (mean over all elements): d = 2.5, d_M = 1/2: the same as a per-element weight 1 + lambda_1 M
     loss = cd_loss(pred, target, kind="l2", mask=mask, motion_weight=0.5)
     assert loss.item() == pytest.approx(2.5 + 0.5 * 0.5)
@@ -95,7 +127,7 @@ def test_cd_loss_timestep_weights():
 def test_aux_loss_weight():
     x, y = torch.zeros(3, 4, 2, 2), torch.ones(3, 4, 2, 2)
     assert aux_loss(x, y, weight=0.1, kind="l2").item() == pytest.approx(0.1)
-    assert aux_loss(x, y, weight=0.1, kind="huber", c=0.0).item() == pytest.approx(0.1 * 4.0)  # sqrt(16)
+    assert aux_loss(x, y, weight=0.1, kind="huber", c=0.0).item() == pytest.approx(0.1 * 1.0)  # mean |1|
 
 
 def test_timestep_weight_spec_and_hand(spec):

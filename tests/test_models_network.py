@@ -28,9 +28,16 @@ def inputs(b: int, f: int, seed: int = 0):
     )
 
 
+def trained_faces(net: AnimationNetwork) -> AnimationNetwork:
+    """A fresh face projector starts at zero (a no-op); give it the LayerNorm gain training would."""
+    with torch.no_grad():
+        net.face_projector.norm.weight.fill_(1.0)
+    return net
+
+
 @pytest.fixture(scope="module")
 def net() -> AnimationNetwork:
-    return tiny_network(seed=0)
+    return trained_faces(tiny_network(seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +237,104 @@ def test_face_latent_changes_the_output(net):
         o1 = net(d["x"], d["t"], d["pose"], c1)
         o2 = net(d["x"], d["t"], d["pose"], c2)
     assert (o1 - o2).abs().max() > 1e-5
+
+
+def _predict(net: AnimationNetwork, d: dict, face=None, found=None, temporal: bool = True) -> torch.Tensor:
+    with torch.no_grad():
+        cond = net.encode_conditioning(d["ref"], d["ref_latent"], face, found)
+        return net(d["x"], d["t"], d["pose"], cond, temporal=temporal)
+
+
+def test_fresh_face_projector_on_a_teacher_without_one_is_a_no_op():
+    """DanceLCM student of a teacher without face tokens: a zero-initialised projector read by decoupled
+    attention predicts exactly the teacher's output; trained, it matters, and rows without a face still give
+    exactly the teacher's output. Appended to the CLIP token instead, zero tokens would take softmax mass."""
+    from animlcm.stages.distill.trainer import with_heads
+
+    teacher = tiny_network(seed=4, face_tokens=False, aux_head=False)
+    student = with_heads(teacher, face_tokens=True, aux_head=True)
+    assert student.config.face_attention == "decoupled" and teacher.config.face_attention == "decoupled"
+    d = inputs(2, 2, seed=1)
+    found = torch.tensor([True, False])
+    for temporal in (True, False):
+        expected = _predict(teacher, d, temporal=temporal)
+        assert torch.equal(_predict(student, d, d["face"], found, temporal=temporal), expected)
+    expected = _predict(teacher, d)
+    concat = copy.deepcopy(student)
+    concat.config.face_attention = "concat"
+    assert (_predict(concat, d, d["face"], found) - expected).abs().max() > 1e-3  # the mass the zeros take
+    trained = trained_faces(copy.deepcopy(student))
+    out = _predict(trained, d, d["face"], found)
+    assert (out[0] - expected[0]).abs().max() > 1e-4  # a found face changes the prediction
+    assert torch.equal(out[1], expected[1])  # no face: exactly the network without face tokens
+
+
+def test_face_attention_of_folders_written_before_it_is_concat(tmp_path):
+    """Folders whose config has no ``face_attention`` (all written before it) load as ``concat``, read as
+    they were trained: the face tokens appended to the CLIP token."""
+    from animlcm.models.io import META_FILE, load_model_folder, save_model_folder
+
+    net = trained_faces(tiny_network(seed=2))
+    folder = save_model_folder(net, None, tmp_path / "old", kind="teacher")
+    data = json.loads((folder / META_FILE).read_text())
+    assert data["network"].pop("face_attention") == "decoupled"
+    (folder / META_FILE).write_text(json.dumps(data))
+    old = load_model_folder(folder).net
+    assert old.config.face_attention == "concat" and old.decoupled_face_tokens == 0
+    d = inputs(1, 2, seed=3)
+    concat = copy.deepcopy(net)
+    concat.config.face_attention = "concat"
+    assert torch.equal(_predict(old, d, d["face"]), _predict(concat, d, d["face"]))
+    assert not torch.equal(_predict(old, d, d["face"]), _predict(net, d, d["face"]))
+
+
+# What the shipped tiny models (face tokens, concatenated) predicted before decoupled face attention existed
+# (commit 7c8e0e5): sum, sum of |.|, first 4 values of the output for `_golden_inputs`, with and without a
+# face. They apply to the model files of that commit only (checked by their sha256).
+GOLDEN = {
+    "teacher": (
+        "a6ad6735144446761846d3ca7030f4a89f2f804196314c4aac105d1d44364c1f",
+        {
+            "face": (-78.23449031030759, 718.5670392387547, [-0.255516, -0.63627, -0.343408, -0.483032]),
+            "noface": (-83.90716142766178, 718.5409046243876, [-0.272241, -0.665752, -0.352478, -0.493872]),
+        },
+    ),
+    "student": (
+        "68d4a8a21d7ceee303e2426fa430a856685ece7768d02ba8868ea233fee27489",
+        {
+            "face": (-25.363781365565956, 747.1079794475809, [-0.299582, -0.607733, -0.32346, -0.456174]),
+            "noface": (-28.94185604620725, 749.4816095987335, [-0.313003, -0.635945, -0.324447, -0.465871]),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_shipped_models_load_and_predict_as_before(kind):
+    import hashlib
+
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.render.model import BUILTIN_STUDENT
+
+    folder = BUILTIN_STUDENT.parent / kind
+    digest, golden = GOLDEN[kind]
+    if hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() != digest:
+        pytest.skip(f"{folder} was rebuilt after the golden outputs were recorded: record them again")
+    net = load_model_folder(folder).net.eval()
+    assert net.config.face_tokens and net.config.face_attention == "concat"
+    g = torch.Generator().manual_seed(0)
+    ref, lat = torch.rand(1, 3, 128, 128, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    face = torch.randn(1, 4, 32, 32, generator=g)
+    x = torch.randn(1, 4, 2, 16, 16, generator=g)
+    pose = {"skeleton": torch.rand(1, 3, 2, 128, 128, generator=g)}
+    for name, face_latent in (("face", face), ("noface", None)):
+        found = None if face_latent is None else torch.ones(1, dtype=torch.bool)
+        with torch.no_grad():
+            out = net(x, torch.tensor([600]), pose, net.encode_conditioning(ref, lat, face_latent, found))
+        total, absolute, first = golden[name]
+        assert float(out.double().sum()) == pytest.approx(total, abs=1e-3)
+        assert float(out.double().abs().sum()) == pytest.approx(absolute, rel=1e-6)
+        assert out.flatten()[:4].tolist() == pytest.approx(first, abs=1e-5)
 
 
 def test_network_config_is_json_and_rebuilds_the_same_architecture(net):

@@ -105,12 +105,44 @@ def test_conditioning_computed_once_and_seeded(teacher_dir, inputs):
         model, ref, skel, pipeline.SamplerSettings(steps=2, segments=2, deterministic=True)
     )
     assert d.sampler == "segmented consistency, K=2, deterministic" and d.calls == 2  # one window
-    # one step with a K=2 student: the segments merge into one jump, i.e. plain 1-step consistency sampling
-    one = dict(steps=1, deterministic=True, seed=5)
-    e = pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(segments=2, **one))
-    f = pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(segments=1, **one))
-    assert e.calls == f.calls == 1
-    np.testing.assert_array_equal(e.frames, f.frames)
+    # one step with a K=2 student would take the edge estimate at t=499 (still noisy) for x0: refused
+    with pytest.raises(AnimlcmError, match=r"--steps 1: .* 2 segments .* at least 2 steps \(--steps 2\)"):
+        pipeline.render_clip(model, ref, skel, pipeline.SamplerSettings(segments=2, steps=1))
+
+
+SKELETON = np.zeros((2, 128, 128, 3), np.uint8)
+
+
+def _timesteps_seen(model, settings) -> list[int]:
+    seen = []
+    forward = model.net.forward
+    model.net.forward = lambda x, t, *a, **k: seen.append(int(t[0])) or forward(x, t, *a, **k)
+    try:
+        pipeline.render_clip(model, np.full((128, 128, 3), 99, np.uint8), SKELETON, settings)
+    finally:
+        del model.net.forward
+    return seen
+
+
+@pytest.mark.parametrize(
+    "meta, steps, expected",
+    [
+        ({}, 4, [999, 759, 499, 259]),  # no meta (a teacher folder): LCM's 50-step grid
+        ({"num_ddim_steps": 50, "segments": 1}, 4, [999, 759, 499, 259]),
+        ({"num_ddim_steps": 20, "segments": 1}, 4, [999, 749, 499, 249]),  # the student's own grid
+        ({"num_ddim_steps": 20, "segments": 2}, 4, [999, 749, 499, 249]),  # split on its grid's levels
+        ({"num_ddim_steps": 50, "segments": 2}, 2, [999, 499]),  # one call per segment
+        ({"num_ddim_steps": 50, "segments": 4}, 5, [999, 879, 759, 499, 259]),
+    ],
+)
+def test_render_samples_on_the_students_grid_and_segments(teacher_dir, meta, steps, expected):
+    model = _tiny_model(teacher_dir)
+    model.meta = dict(meta)
+    assert _timesteps_seen(model, pipeline.SamplerSettings(steps=steps, window=16)) == expected
+    if meta.get("segments", 1) > 1:
+        with pytest.raises(AnimlcmError, match=f"at least {meta['segments']} steps"):
+            settings = pipeline.SamplerSettings(steps=meta["segments"] - 1)
+            pipeline.render_clip(model, np.zeros((128, 128, 3), np.uint8), SKELETON, settings)
 
 
 def test_clear_errors(teacher_dir, inputs, tmp_path):
@@ -164,7 +196,7 @@ def test_builtin_model_says_it_knows_only_synthetic_dancers(real_data, tmp_path)
     from animlcm.stages.render.domain import BUILTIN_WORLD_NOTE, builtin_model_note
 
     photo = real_data / "ref_person_1.png"
-    args = ["render", str(photo), "--steps", "1", "--max-frames", "8", "--out", str(tmp_path / "o.mp4")]
+    args = ["render", str(photo), "--steps", "2", "--max-frames", "8", "--out", str(tmp_path / "o.mp4")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert BUILTIN_WORLD_NOTE in result.output  # one line, unwrapped

@@ -116,8 +116,17 @@ def register(app: typer.Typer) -> None:
             OptStr, typer.Option("--w-range", help="Draw w from [MIN,MAX] per sample.")
         ] = None,
         ema: Annotated[OptFloat, typer.Option("--ema", help="EMA decay of the target.")] = None,
+        adjacent: Annotated[
+            OptBool,
+            typer.Option(
+                "--adjacent/--no-adjacent",
+                help="t_n one grid step below t_{n+k} (default) | uniform in its segment (DanceLCM eq. 4).",
+            ),
+        ] = None,
         loss: Annotated[OptStr, typer.Option("--loss", help="huber (pseudo-Huber) | l2.")] = None,
-        huber_c: Annotated[OptFloat, typer.Option("--huber-c", help="Pseudo-Huber c.")] = None,
+        huber_c: Annotated[
+            OptFloat, typer.Option("--huber-c", help="Pseudo-Huber c (per element; 0.001).")
+        ] = None,
         share_reference: Annotated[
             OptBool,
             typer.Option("--share-reference/--no-share-reference", help="ReferenceLCM shared conditioning."),
@@ -151,6 +160,10 @@ def register(app: typer.Typer) -> None:
         lora_rank: Annotated[
             OptInt, typer.Option("--lora-rank", help="LoRA rank (0 = full weights).")
         ] = None,
+        lora_targets: Annotated[
+            OptStr,
+            typer.Option("--lora-targets", help="all (LCM-LoRA: attention, ff, proj, convs) | attention."),
+        ] = None,
         lora_init_strategy: Annotated[
             OptBool,
             typer.Option(
@@ -183,11 +196,12 @@ def register(app: typer.Typer) -> None:
             num_frames=frames, frame_stride=frame_stride, lr=lr, seed=seed, num_workers=num_workers,
             preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
-            ema=ema, loss=loss, huber_c=huber_c, share_reference=share_reference, segments=segments,
+            ema=ema, adjacent=adjacent, loss=loss, huber_c=huber_c, share_reference=share_reference,
+            segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,
             face_tokens=face_tokens,
             eta=eta, cons=cons, cons_margin=cons_margin, temporal_sdm=temporal_sdm, lora_rank=lora_rank,
-            lora_init_strategy=lora_init_strategy,
+            lora_targets=lora_targets, lora_init_strategy=lora_init_strategy,
             timestep_weighting=parse_pair(timestep_weighting, "--timestep-weighting"),
             teacher_free=teacher_free,
             train_modules=train_modules, progress=None if progress else False,

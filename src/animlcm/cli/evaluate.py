@@ -84,6 +84,11 @@ def register(app: typer.Typer) -> None:
         result = run(resolve_config(EvalConfig, preset, config, overrides))
         console = Console()
         console.print(Markdown(result.table.read_text()))
+        if result.skipped_steps:
+            console.print(
+                f"[yellow]left out[/] the student at {', '.join(map(str, result.skipped_steps))} steps: "
+                "it was distilled with more segments and samples in one step per segment at least"
+            )
         console.print(
             f"[green]wrote[/] {result.metrics_json}, {result.table}, {result.plot} "
             f"({len(result.videos)} videos)"

@@ -25,7 +25,7 @@ from animlcm.interop.layouts import TeacherFormat
 from animlcm.interop.mapping import export_tensors
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ORIGINAL_STEPS = 50  # the skipping grid the student was distilled on (DESIGN section 4)
+ORIGINAL_STEPS = 50  # LCM's skipping grid, for folders that record none (a teacher's own folder)
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class ExportConfig:
             raise AnimlcmError(f"export: --dtype {self.dtype}: use auto, {', '.join(DTYPES)}")
         if self.file_format not in ("pth", "safetensors"):
             raise AnimlcmError(f"export: --file-format {self.file_format}: use pth or safetensors")
-        if not 1 <= self.steps <= ORIGINAL_STEPS:
-            raise AnimlcmError(f"export: --steps {self.steps}: use 1..{ORIGINAL_STEPS} (4 is the usual)")
+        if self.steps < 1:
+            raise AnimlcmError(f"export: --steps {self.steps}: use 1 or more (4 is the usual)")
 
 
 @dataclass
@@ -98,12 +98,33 @@ def default_format(state: dict[str, torch.Tensor], source: dict) -> str:
     return "champ" if any(".attentions." in k for k in state if k.startswith("pose_guider.")) else "moore-aa"
 
 
-def consistency_scheduler(schedule, steps: int):
+def consistency_scheduler(schedule, steps: int, original_steps: int = ORIGINAL_STEPS):
     """diffusers' ``LCMScheduler`` for the student: the teacher's betas and prediction type, LCM boundary
-    scalings (timestep_scaling 10, as distilled), the 50-step skipping grid; ``set_timesteps(steps)`` done."""
-    sched = schedule.make_scheduler("lcm", original_inference_steps=ORIGINAL_STEPS, timestep_scaling=10.0)
+    scalings (timestep_scaling 10, as distilled), the student's skipping grid (``original_steps`` = its
+    ``--num-ddim-steps``); ``set_timesteps(steps)`` done. It samples a K = 1 student exactly as ``render``."""
+    sched = schedule.make_scheduler("lcm", original_inference_steps=original_steps, timestep_scaling=10.0)
     sched.set_timesteps(steps)
     return sched
+
+
+def sampling_grid(folder: Path, meta: dict, steps: int) -> int:
+    """The student's skipping grid N, after checking that LCMScheduler samples it as it was distilled.
+
+    A K > 1 (segmented, DanceLCM) student maps x_t to its segment's lower edge with a DDIM jump; LCMScheduler
+    reads every output as the LCM boundary form of x0, so above the first inner edge it would sample wrongly:
+    refused rather than written.
+    """
+    segments = int(meta.get("segments") or 1)
+    if segments > 1:
+        raise AnimlcmError(
+            f"{folder}: a {segments}-segment student maps x_t to its segment's lower edge, which diffusers' "
+            "LCMScheduler (what the original code would sample it with) reads as x0; distill it with "
+            "--segments 1 to export it"
+        )
+    grid = int(meta.get("num_ddim_steps") or ORIGINAL_STEPS)
+    if steps > grid:
+        raise AnimlcmError(f"export: --steps {steps}: this student's grid has {grid} steps; use 1..{grid}")
+    return grid
 
 
 def cast_files(
@@ -166,7 +187,8 @@ Exported by `animlcm export --format {fmt.name}` from `{student}` on {datetime.n
 
 This is a consistency model: do **not** sample it with the teacher's DDIM sampler and CFG.
 
-- **timesteps**: `{timesteps}` ({steps} of the {ORIGINAL_STEPS}-step skipping grid over 1000 training steps)
+- **timesteps**: `{timesteps}` ({steps} of the {cfg["original_inference_steps"]}-step skipping grid over 1000
+  training steps, the one the student was distilled on)
 - **consistency sampling**: at each timestep the network's output ({cfg["prediction_type"]}) gives x0, the
   LCM boundary scalings (`timestep_scaling` 10) give the consistency output, and the next step re-noises
   that x0 to the next timestep with fresh noise; the last step's x0 is the result. diffusers'
@@ -202,6 +224,7 @@ def run(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     if not (student / META_FILE).exists() and (student / "student" / META_FILE).exists():
         student = student / "student"  # a distill run folder: its student
     loaded = load_model_folder(student, vae=False)
+    grid = sampling_grid(student, loaded.meta, cfg.steps)
     net = loaded.net
     merged = has_lora(net)
     if merged:
@@ -221,7 +244,7 @@ def run(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         known = set((source.get("dtypes") or {}).values()) if source.get("format") == fmt.name else set()
         dtype = known.pop() if len(known) == 1 and known <= set(DTYPES) else "float32"
     files = cast_files(files, DTYPES[dtype])
-    sched = consistency_scheduler(loaded.schedule, cfg.steps)
+    sched = consistency_scheduler(loaded.schedule, cfg.steps, grid)
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

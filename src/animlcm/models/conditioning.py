@@ -67,15 +67,27 @@ class FaceProjector(nn.Module):
 
     A stride-``p`` conv is patchify + linear in one op; the learned position embedding tells the
     cross-attention where on the face each token sits (attention itself is order-blind).
+    ``zero_init``: the final LayerNorm's gain starts at zero (LayerScale / adaLN-Zero style), so a fresh
+    projector outputs zero tokens; under decoupled face attention (``reference.py``) those add exactly
+    nothing, and the network starts as the one without face tokens. Gradients still reach the gain at once.
     """
 
-    def __init__(self, latent_channels: int, width: int, patch_size: int = 4, latent_size: int = 32):
+    def __init__(
+        self,
+        latent_channels: int,
+        width: int,
+        patch_size: int = 4,
+        latent_size: int = 32,
+        zero_init: bool = False,
+    ):
         super().__init__()
         self.patch_size = patch_size
         self.latent_size = latent_size
         self.proj = nn.Conv2d(latent_channels, width, kernel_size=patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.randn(1, (latent_size // patch_size) ** 2, width) * 0.02)
         self.norm = nn.LayerNorm(width)
+        if zero_init:
+            nn.init.zeros_(self.norm.weight)  # the bias starts at zero already
 
     @property
     def num_tokens(self) -> int:

@@ -1,4 +1,4 @@
-"""LoRA on the denoising UNet through peft (diffusers' ``add_adapter``): spatial attention layers, or all.
+"""LoRA on the denoising UNet through peft (diffusers' ``add_adapter``): LCM-LoRA's layers or attention.
 
 Saved with diffusers' ``save_lora_adapter`` (``pytorch_lora_weights.safetensors``, the ``LoraConfig`` in its
 header metadata: loadable by diffusers too) and loaded strictly with peft: every LoRA tensor of the adapter
@@ -15,36 +15,62 @@ from animlcm.errors import AnimlcmError
 ADAPTER = "default"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 _ATTN = r"transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
+# LCM-LoRA's set (diffusers' train_lcm_distill_lora_sd_wds.py; AnimateLCM's spatial LoRA is an LCM-LoRA):
+# attention q/k/v/out, the transformers' feed-forward and proj_in/out, the ResNets' convolutions and time
+# projections, the down/upsampling convolutions
+_ALL = (
+    rf"attentions\.\d+\.({_ATTN}|transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)|proj_in|proj_out)"
+    r"|resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|(downsamplers|upsamplers)\.0\.conv"
+)
+LAYERS = ("spatial", "all")
+"""Where: the spatial (SD) blocks only, or the motion modules too (their attention)."""
 TARGETS = {
-    # spatial self/cross attention of the SD blocks (what a spatial-stage LoRA trains)
-    "spatial": rf".*\.attentions\.\d+\.{_ATTN}",
-    # plus the motion modules' temporal attention
-    "all": rf".*\.(attentions|motion_modules)\.\d+\.{_ATTN}",
+    # the layer types of the spatial blocks; never a motion module's (the "spatial" stage LoRA)
+    "attention": rf"(?!.*motion_modules).*\.attentions\.\d+\.{_ATTN}",
+    "all": rf"(?!.*motion_modules).*\.({_ALL})",
 }
+"""Which layer types: attention q/k/v/out only, or LCM-LoRA's whole set."""
+_MOTION = rf".*\.motion_modules\.\d+\.{_ATTN}"
 
 
-def lora_config(rank: int = 64, alpha: float | None = None, layers: str = "spatial", init: bool = True):
-    """A peft ``LoraConfig`` for ``layers`` in ``TARGETS`` (``alpha`` defaults to ``rank``: scale 1)."""
+def target_regex(layers: str = "spatial", targets: str = "all") -> str:
+    """The peft ``target_modules`` regex (matched against whole module names) for ``layers`` x ``targets``."""
+    if layers not in LAYERS:
+        raise AnimlcmError(f"LoRA layers '{layers}': choose one of {', '.join(LAYERS)}")
+    if targets not in TARGETS:
+        raise AnimlcmError(f"--lora-targets {targets}: choose one of {', '.join(TARGETS)}")
+    return TARGETS[targets] if layers == "spatial" else f"({TARGETS[targets]})|({_MOTION})"
+
+
+def lora_config(
+    rank: int = 64,
+    alpha: float | None = None,
+    layers: str = "spatial",
+    init: bool = True,
+    targets: str = "all",
+):
+    """A peft ``LoraConfig`` on ``layers`` x ``targets`` (``target_regex``; ``alpha`` defaults to ``rank``:
+    scale 1)."""
     from peft import LoraConfig
 
-    if layers not in TARGETS:
-        raise AnimlcmError(f"LoRA layers '{layers}': choose one of {', '.join(TARGETS)}")
     return LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else rank,
-        target_modules=TARGETS[layers],
+        target_modules=target_regex(layers, targets),
         init_lora_weights=init,
     )
 
 
-def add_lora(net, rank: int = 64, alpha: float | None = None, layers: str = "spatial") -> list[str]:
+def add_lora(
+    net, rank: int = 64, alpha: float | None = None, layers: str = "spatial", targets: str = "all"
+) -> list[str]:
     """Add a LoRA adapter to ``net.unet``; returns the names of the new (trainable) LoRA parameters.
 
-    The spatial-only view shares the UNet's attention modules, so it sees the adapter too.
+    The spatial-only view shares the UNet's blocks, so it sees the adapter too.
     """
     if has_lora(net):
         raise AnimlcmError("this network already has a LoRA adapter")
-    net.unet.add_adapter(lora_config(rank, alpha, layers), adapter_name=ADAPTER)
+    net.unet.add_adapter(lora_config(rank, alpha, layers, targets=targets), adapter_name=ADAPTER)
     return [n for n, _ in net.named_parameters() if "lora_" in n]
 
 

@@ -74,6 +74,9 @@ class NetworkConfig:
     pose_guider: dict
     face_tokens: bool = False
     face_patch_size: int = 4
+    face_attention: str = "concat"
+    """How cross-attention reads the face tokens: ``decoupled`` (their own softmax, added to the CLIP token's:
+    what new networks use) or ``concat`` (appended to the CLIP token; folders written before the option)."""
     aux_head: bool = False
     schedule: dict = field(default_factory=dict)
     preset: str = "tiny"
@@ -92,6 +95,13 @@ class NetworkConfig:
     @property
     def prediction_type(self) -> str:
         return self.schedule.get("prediction_type", "epsilon")
+
+    def validate(self) -> None:
+        if self.face_attention not in FACE_ATTENTION:
+            raise ValueError(f"face_attention {self.face_attention!r}: use one of {FACE_ATTENTION}")
+
+
+FACE_ATTENTION = ("decoupled", "concat")
 
 
 _DOWN_2D = {"CrossAttnDownBlockMotion": "CrossAttnDownBlock2D", "DownBlockMotion": "DownBlock2D"}
@@ -212,7 +222,12 @@ class AnimationNetwork(nn.Module):
                 f"CLIP projection_dim {self.image_encoder.config.projection_dim} != "
                 f"UNet cross_attention_dim {width}"
             )
-        self.face_projector = FaceProjector(4, width, config.face_patch_size) if config.face_tokens else None
+        config.validate()
+        self.face_projector = (
+            FaceProjector(4, width, config.face_patch_size, zero_init=config.face_attention == "decoupled")
+            if config.face_tokens
+            else None
+        )
         c0 = self.unet.config.block_out_channels[0]
         self.aux_head = AuxHead(c0, self.unet.config.norm_num_groups) if config.aux_head else None
         if self.pose_guider.config.embedding_channels != c0:
@@ -241,6 +256,13 @@ class AnimationNetwork(nn.Module):
     @property
     def prediction_type(self) -> str:
         return self.config.prediction_type
+
+    @property
+    def decoupled_face_tokens(self) -> int:
+        """How many trailing context tokens cross-attention reads with their own softmax (0: none)."""
+        if self.face_projector is None or self.config.face_attention != "decoupled":
+            return 0
+        return self.face_projector.num_tokens
 
     @property
     def spatial_unet(self) -> nn.Module:
@@ -289,7 +311,7 @@ class AnimationNetwork(nn.Module):
                 if face_found is not None:
                     face = face * face_found.to(device, dtype).view(b, 1, 1)
             tokens = torch.cat([tokens, face], dim=1)
-        ctx = ReferenceContext.writer(self.num_reference_layers)
+        ctx = ReferenceContext.writer(self.num_reference_layers, self.decoupled_face_tokens)
         t0 = torch.zeros(b, dtype=torch.long, device=device)
         self.reference_unet(
             ref_latent.to(device, dtype),
@@ -340,7 +362,9 @@ class AnimationNetwork(nn.Module):
         x_t = x_t.to(dtype)
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(b)
         tokens = cond.tokens.to(dtype).repeat_interleave(f, dim=0)  # UNetMotionModel wants (B*F, L, D)
-        reference = ReferenceContext(features=None if cond.dropped else cond.reference)
+        reference = ReferenceContext(
+            features=None if cond.dropped else cond.reference, face_tokens=self.decoupled_face_tokens
+        )
         kwargs = {"reference": reference}
         pose_features = self.pose_guider(pose)
         with self.unet.conv_in.adding(pose_features), self._capture_features(return_aux) as feats:

@@ -161,6 +161,7 @@ def network_config(
         image_encoder=clip_cfg,
         pose_guider=pose.to_dict(),
         face_tokens=face_tokens,
+        face_attention="decoupled",
         aux_head=aux_head,
         schedule=schedule_dict(schedule),
         preset=preset,

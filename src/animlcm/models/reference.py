@@ -9,6 +9,13 @@ to the self-attention keys/values: ``attn1(x, encoder_hidden_states=cat([x, ref]
 The features travel as an explicit argument: ``cross_attention_kwargs={"reference": ReferenceContext}``,
 which diffusers hands to every spatial attention processor (and, under gradient checkpointing, to the
 recomputation too). Motion modules never see it.
+
+The same context says how many trailing tokens of the cross-attention context are DanceLCM face tokens to be
+attended *decoupled* (IP-Adapter's layout): the CLIP token(s) and the face tokens each get their own softmax
+and the two results are added before ``to_out``. Appended to the CLIP token instead, "no face" tokens (zeros,
+so zero keys under SD's bias-free ``to_k``) still take softmax mass from it; decoupled, zero face tokens
+attend to zero values and add exactly nothing, so a face projector whose output starts at zero leaves the
+network as it was.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 
@@ -30,10 +38,12 @@ class ReferenceContext:
     features: list[torch.Tensor | None] | None = None
     write: bool = False
     layers: int = 0
+    face_tokens: int = 0
+    """The last ``face_tokens`` tokens of the cross-attention context get their own softmax (decoupled)."""
 
     @classmethod
-    def writer(cls, num_layers: int) -> ReferenceContext:
-        return cls(features=[None] * num_layers, write=True, layers=num_layers)
+    def writer(cls, num_layers: int, face_tokens: int = 0) -> ReferenceContext:
+        return cls(features=[None] * num_layers, write=True, layers=num_layers, face_tokens=face_tokens)
 
 
 def reference_layers(unet) -> list[str]:
@@ -69,11 +79,48 @@ class _SpatialProcessor(AttnProcessor2_0):
         temb=None,
         reference: ReferenceContext | None = None,
     ):
+        if reference is not None and reference.face_tokens and attn.is_cross_attention:
+            return decoupled_cross_attention(
+                attn, hidden_states, encoder_hidden_states, reference.face_tokens, attention_mask
+            )
         encoder_hidden_states = self.keys_values(hidden_states, encoder_hidden_states, reference)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
     def keys_values(self, hidden_states, encoder_hidden_states, reference: ReferenceContext | None):
         return encoder_hidden_states
+
+
+def decoupled_cross_attention(attn, hidden_states, context, face_tokens: int, attention_mask=None):
+    """softmax(q k_main^T) v_main + softmax(q k_face^T) v_face, then ``to_out`` (IP-Adapter's decoupled
+    cross-attention, with the layer's own ``to_k``/``to_v`` for both, so it adds no parameters).
+
+    The first part is ``AttnProcessor2_0``'s computation op for op (the same bits as a network without face
+    tokens); SD's cross-attention has no masks, group/spatial norms or 4-D inputs, which are not handled.
+    """
+    if attention_mask is not None or hidden_states.ndim != 3 or attn.spatial_norm or attn.group_norm:
+        raise ValueError("decoupled face attention supports SD-style transformer cross-attention only")
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    b = hidden_states.shape[0]
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+    def keys(x: torch.Tensor) -> torch.Tensor:
+        k = heads(attn.to_k(x))
+        return k if attn.norm_k is None else attn.norm_k(k)
+
+    query = heads(attn.to_q(hidden_states))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    main, face = context[:, :-face_tokens], context[:, -face_tokens:]
+    out = F.scaled_dot_product_attention(query, keys(main), heads(attn.to_v(main)))
+    out = out + F.scaled_dot_product_attention(query, keys(face), heads(attn.to_v(face)))
+    out = out.transpose(1, 2).reshape(b, -1, out.shape[1] * out.shape[-1]).to(query.dtype)
+    out = attn.to_out[1](attn.to_out[0](out))
+    if attn.residual_connection:
+        out = out + hidden_states
+    return out / attn.rescale_output_factor
 
 
 class ReferenceWriteProcessor(_SpatialProcessor):

@@ -43,9 +43,13 @@ class DistillConfig(LoopSettings):
     """Draw w uniformly from [w_min, w_max] per sample instead of the fixed w."""
     ema: float | None = None
     """EMA decay mu of the target network."""
+    adjacent: bool | None = None
+    """t_n one solver step below t_{n+k} (LCM, the default); False: t_n uniform over the levels of t_{n+k}'s
+    segment below it (DanceLCM eq. 4 literally; the teacher bridges the gap with ONE DDIM step)."""
     loss: str | None = None
     """huber (pseudo-Huber) | l2."""
     huber_c: float = 0.001
+    """c of the per-element pseudo-Huber distance (diffusers' LCM script's huber_c)."""
     share_reference: bool | None = None
     """ReferenceLCM: reference features and image tokens computed once per batch, shared by all three nets."""
 
@@ -72,7 +76,10 @@ class DistillConfig(LoopSettings):
 
     # --- AnimateLCM
     lora_rank: int | None = None
-    """LoRA rank on the spatial attention layers (0 = train the full weights)."""
+    """LoRA rank on the spatial layers (0 = train the full weights)."""
+    lora_targets: str | None = None
+    """all (LCM-LoRA's set: attention q/k/v/out, feed-forward, proj_in/out, ResNet and resampling
+    convolutions) | attention (q/k/v/out only)."""
     lora_init_strategy: bool | None = None
     """LoRA enters the online student only; the target gets it through EMA."""
     timestep_weighting: tuple[float, float] | None = None
@@ -141,6 +148,8 @@ class DistillConfig(LoopSettings):
             raise bad(f"lora_rank must be >= 0 (got {self.lora_rank})")
         if self.train_modules is not None and self.train_modules not in ("all", "motion", "lora"):
             raise bad(f"train_modules '{self.train_modules}': choose all, motion or lora")
+        if self.lora_targets is not None and self.lora_targets not in ("all", "attention"):
+            raise bad(f"lora_targets '{self.lora_targets}': choose all or attention")
         if self.train_modules == "lora" and not self.lora_rank:
             raise bad("train_modules lora needs --lora-rank > 0")
         for name in ("aux_head", "motion_weight", "eta", "cons", "temporal_sdm", "lr"):

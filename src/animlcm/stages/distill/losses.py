@@ -1,8 +1,11 @@
 """The loss terms of the three papers, each a pure function of tensors.
 
 Shapes: predictions are (B, C, F, h, w) clips or (N, C, h, w) frames; a distance `d` reduces everything but
-the batch dimension and returns (B,). Every loss takes its paper weight and returns the weighted scalar, so
-the trainer logs exactly what it sums:
+the batch dimension and returns (B,). Every distance is a per-element MEAN (pseudo-Huber per element, as
+diffusers' LCM distillation script computes it; squared error per element), so a term's size does not depend
+on the resolution or the frame count, and the papers' weights (lambda_1, lambda_2, phi_1, phi_2, lambda) mean
+the same at tiny and at sd15. Every loss takes its paper weight and returns the weighted scalar, so the
+trainer logs exactly what it sums:
 
     total = cd_loss(...)  [DanceLCM eq. 3/4/7, AnimateLCM eq. 10 with lambda_n]
           + aux_loss(...)  [DanceLCM eq. 5/8, lambda_2]
@@ -21,12 +24,16 @@ DISTANCES = ("huber", "l2")
 
 
 def pseudo_huber(x: Tensor, y: Tensor, c: float = 0.001) -> Tensor:
-    """Pseudo-Huber distance per sample, sqrt(||x - y||_2^2 + c^2) - c (AnimateLCM sec. 4.2; DESIGN sec. 4).
+    """Pseudo-Huber distance per sample: mean over elements of sqrt((x - y)^2 + c^2) - c; returns (B,).
 
-    The norm runs over all non-batch elements of a sample; returns (B,). Computed in float32 at least.
+    Per element, as diffusers' LCM distillation script (``train_lcm_distill_sd_wds.py``, ``huber_c`` 0.001)
+    does, not sqrt(||x - y||^2 + c^2) - c over the whole sample (iCT's form): that norm grows with
+    sqrt(#elements), so against the per-element CoNS and temporal terms the papers' weights would mean ~7x
+    less at sd15 (786k latent elements per clip) than at tiny. Per element, c stays the scale below which the
+    distance is quadratic (|d| << c) and above which it is |d|. Computed in float32 at least.
     """
     diff = (x.float() - y.float()).flatten(1)
-    return torch.sqrt(diff.pow(2).sum(dim=1) + c * c) - c
+    return (torch.sqrt(diff.pow(2) + c * c) - c).mean(dim=1)
 
 
 def l2(x: Tensor, y: Tensor) -> Tensor:
@@ -69,10 +76,11 @@ def cd_loss(
     with everything outside the motion mask M zeroed in both arguments: d(M * pred, M * target).
     Reduction over the mask, and why: eq. 7 adds lambda_1 times the error inside M on top of the full error.
     Zeroing outside M keeps d_M in the same units as d (d_M = d when M covers everything, 0 when M is empty),
-    so for `l2` (mean over ALL elements) eq. 7 becomes exactly a per-element weight 1 + lambda_1 M ("increased
-    loss weights in motion regions"). Normalising by the number of masked cells instead would give a one-cell
-    mask the weight of a whole frame. The mask is bool (B, F, h, w) for clips, (N, h, w) for frames, broadcast
-    over channels. `weights` (B,) are AnimateLCM's lambda_n (`timestep_weight`); None = 1.
+    so with both distances (means over ALL elements; a zeroed element adds 0) eq. 7 becomes exactly a
+    per-element weight 1 + lambda_1 M ("increased loss weights in motion regions"). Normalising by the number
+    of masked cells instead would give a one-cell mask the weight of a whole frame. The mask is bool
+    (B, F, h, w) for clips, (N, h, w) for frames, broadcast over channels. `weights` (B,) are AnimateLCM's
+    lambda_n (`timestep_weight`); None = 1.
     """
     per_sample = distance(pred, target, kind, c)
     if mask is not None and motion_weight != 0.0:

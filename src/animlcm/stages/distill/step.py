@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from animlcm.diffusion.param import add_noise
 from animlcm.diffusion.schedule import NoiseSchedule
 from animlcm.diffusion.timesteps import sample_timestep_pairs, segment_edges
+from animlcm.errors import AnimlcmError
 from animlcm.models.conditioning import Conditioning
 from animlcm.stages.distill.config import DistillConfig
 from animlcm.stages.distill.losses import (
@@ -40,16 +41,28 @@ class DistillModels:
     target: nn.Module
     teacher: nn.Module | None
     schedule: NoiseSchedule
-    vae: nn.Module | None = None  # encodes the reference face crops for face tokens
+    vae: nn.Module | None = None  # encodes the reference face crops for face tokens (teacher's or student's)
 
     @property
     def teacher_shares_conditioning(self) -> bool:
-        """Can the teacher read the student's conditioning? Not when only one of them has face tokens:
-        the tokens (and, through the reference net's cross-attention, its features) would differ."""
-        t = self.teacher
-        return t is not None and (getattr(t, "face_projector", None) is None) == (
-            getattr(self.student, "face_projector", None) is None
+        """Can the teacher read the student's conditioning (ReferenceLCM)? Only when neither has face tokens:
+        a student's face projector trains, so its tokens (and, through the reference net's cross-attention,
+        its reference features) are not the teacher's; a teacher must see what it was trained with."""
+        return (
+            self.teacher is not None
+            and not has_face_tokens(self.teacher)
+            and not has_face_tokens(self.student)
         )
+
+
+def has_face_tokens(net: nn.Module | None) -> bool:
+    return getattr(net, "face_projector", None) is not None
+
+
+def needs_faces(student: nn.Module, teacher: nn.Module | None) -> bool:
+    """Does a step read face crops? When the student or the teacher (if it is called) has face tokens:
+    each network gets the conditioning it has, whatever the method's switches."""
+    return has_face_tokens(student) or has_face_tokens(teacher)
 
 
 def cat_conditioning(conds: list[Conditioning]) -> Conditioning:
@@ -69,15 +82,20 @@ def encode_faces(vae: nn.Module, faces: Tensor) -> Tensor:
     return mean * vae.config.scaling_factor
 
 
-def _references(batch: dict[str, Any], prefixes: list[str], vae: nn.Module | None, face_tokens: bool):
+def _references(batch: dict[str, Any], prefixes: list[str], vae: nn.Module | None, faces: bool):
     """(image, latent, face latent | None, face found | None) of the listed references, batch-stacked."""
     image = torch.cat([batch[f"{p}_image"] for p in prefixes])
     latent = torch.cat([batch[f"{p}_latent"] for p in prefixes])
-    if not face_tokens or vae is None:
+    if not faces:
         return image, latent, None, None
-    faces = encode_faces(vae, torch.cat([batch[f"{p}_face"] for p in prefixes]))
+    if vae is None or f"{prefixes[0]}_face" not in batch:
+        raise AnimlcmError(
+            "distill: a network here has face tokens but the step got no VAE or no face crops; build the "
+            "dataset with faces=True and DistillModels with the VAE (trainer.run does)"
+        )
+    faces_latent = encode_faces(vae, torch.cat([batch[f"{p}_face"] for p in prefixes]))
     found = torch.cat([batch[f"{p}_face_found"] for p in prefixes])
-    return image, latent, faces, found
+    return image, latent, faces_latent, found
 
 
 def _encode(net: nn.Module, refs) -> Conditioning:
@@ -113,10 +131,14 @@ def distill_step(
     pose = batch["pose"]
     abar = schedule.alphas_cumprod(device=device)
 
-    # 1. sample t_{n+k} on the skipping grid and t_n one solver step below it; with K segments, also the
-    #    lower edge s_o of t_{n+k}'s segment that both student and target map to (DanceLCM eq. 4)
+    # 1. sample t_{n+k} on the skipping grid and t_n one solver step below it (--no-adjacent: anywhere in
+    #    its segment below it); with K segments, also the lower edge s_o of t_{n+k}'s segment that both
+    #    student and target map to (DanceLCM eq. 4)
     edges = segment_edges(cfg.segments, cfg.num_ddim_steps) if cfg.segments > 1 else None
-    pairs = sample_timestep_pairs(b, num_ddim_steps=cfg.num_ddim_steps, edges=edges, generator=generator)
+    adjacent = cfg.adjacent is not False  # None (a config from before the switch) is the default, True
+    pairs = sample_timestep_pairs(
+        b, num_ddim_steps=cfg.num_ddim_steps, edges=edges, adjacent=adjacent, generator=generator
+    )
     t_start, t_end = pairs.t_start.to(device), pairs.t_end.to(device)
     boundary = pairs.boundary.to(device) if edges is not None else None
 
@@ -125,27 +147,34 @@ def distill_step(
     x_t = add_noise(x0, noise, abar[t_start])
 
     # 3. conditioning (CLIP tokens, face tokens, reference features), computed ONCE per reference and
-    #    shared by teacher, target and student (ReferenceLCM); the student reads all its references in one go
+    #    shared by target and student (ReferenceLCM), and by the teacher where it has the same inputs; the
+    #    student reads all its references in one go. The teacher always gets the conditioning it was trained
+    #    with (its face tokens from the face crops, if it has them), whatever the student's switches.
     prefixes = (
         ["ref"]
         + (["ref2"] if cfg.needs_second_reference else [])
         + (["other"] if cfg.needs_other_reference else [])
     )
-    refs = _references(batch, prefixes, models.vae, bool(cfg.face_tokens))
+    teacher = models.teacher if not cfg.teacher_free else None
+    if has_face_tokens(models.student):
+        refs = _references(batch, prefixes, models.vae, faces=True)
+        main_refs = tuple(r[:b] if r is not None else None for r in refs)
+    else:  # only the teacher (if any) reads faces: encode its references' crops alone
+        refs = _references(batch, prefixes, None, faces=False)
+        main_refs = _references(batch, ["ref"], models.vae, faces=has_face_tokens(teacher))
     cond_student = _encode(models.student, refs)  # gradients reach the face projector, if trained
     cond_main = cond_student.select(slice(0, b))
     with torch.no_grad():
-        main_refs = tuple(r[:b] if r is not None else None for r in refs)
         if cfg.share_reference:
             cond_target = cond_main.detach()
         else:
             cond_target = _encode(models.target, main_refs)
         cond_teacher = None
-        if models.teacher is not None and not cfg.teacher_free:
+        if teacher is not None:
             if cfg.share_reference and models.teacher_shares_conditioning:
                 cond_teacher = cond_main.detach()
             else:
-                cond_teacher = _encode(models.teacher, main_refs)
+                cond_teacher = _encode(teacher, main_refs)
 
     # 4. the teacher's DDIM step t_{n+k} -> t_n with CFG (unconditional branch: pose kept, reference dropped),
     #    or AnimateLCM's teacher-free target from the real latent and the same noise;

@@ -320,7 +320,10 @@ def _init_folder(init: Path) -> Path:
 
 
 def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
-    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked."""
+    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked.
+
+    A face projector added to a network without one is zero-initialised and read by decoupled attention, so
+    the copy predicts exactly what ``net`` predicts until it trains."""
     import copy
 
     from animlcm.models.conditioning import FaceProjector
@@ -330,7 +333,10 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
     out.config = dataclasses.replace(net.config, face_tokens=face_tokens, aux_head=aux_head)
     width, c0 = out.unet.config.cross_attention_dim, out.unet.config.block_out_channels[0]
     if face_tokens and out.face_projector is None:
-        out.face_projector = FaceProjector(4, width, out.config.face_patch_size).to(out.device)
+        # a new projector starts as a no-op (zero tokens, read decoupled): the student starts as its teacher
+        out.config.face_attention = "decoupled"
+        projector = FaceProjector(4, width, out.config.face_patch_size, zero_init=True)
+        out.face_projector = projector.to(out.device)
     elif not face_tokens:
         out.face_projector = None
     if aux_head and out.aux_head is None:
@@ -352,7 +358,7 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
         base, init_meta = loaded.net, dict(loaded.meta)
     student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
     if cfg.lora_rank and not has_lora(student):
-        add_lora(student, rank=cfg.lora_rank, layers="spatial")
+        add_lora(student, rank=cfg.lora_rank, layers="spatial", targets=cfg.lora_targets or "all")
     student.train()
     return student, init_meta
 
@@ -400,7 +406,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
-    from animlcm.stages.distill.step import DistillModels, distill_step
+    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces
 
     cfg = cfg.with_method_defaults()
     if progress is not None:
@@ -429,7 +435,14 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     elif accelerator.mixed_precision in ("fp16", "bf16") and accelerator.device.type == "cuda":
         teacher.to(torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
 
-    # 3. data: clips (temporal) or single frames (spatial), with the references the losses need
+    # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
+    #    crops when the student or the teacher has face tokens (each sees the conditioning it has)
+    faces = needs_faces(student, teacher)
+    if faces and vae is None:
+        raise AnimlcmError(
+            f"{cfg.teacher}: the teacher folder has no vae/, which face tokens need for the face crops; "
+            "re-create it with `animlcm teacher init`, or distill a teacher and student without face tokens"
+        )
     dataset = DistillDataset(
         cfg.cache,
         num_frames=cfg.frames_per_sample,
@@ -438,13 +451,13 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         second_reference=cfg.needs_second_reference,
         other_reference=cfg.needs_other_reference,
         motion_delta=cfg.motion_delta,
-        faces=bool(cfg.face_tokens),
+        faces=faces,
         preload=cfg.preload,
         seed=cfg.seed,
     )
     models = DistillModels(
         student=student, target=target, teacher=teacher, schedule=loaded.schedule,
-        vae=vae if cfg.face_tokens else None,
+        vae=vae if faces else None,
     )  # fmt: skip
 
     def step_fn(batch, model, generator):

@@ -20,7 +20,13 @@ import torch
 from animlcm.errors import AnimlcmError
 from animlcm.stages.evaluate import metrics, report
 from animlcm.stages.evaluate.config import EvalConfig
-from animlcm.stages.render.pipeline import RenderModel, SamplerSettings, render_clip, resolve_device
+from animlcm.stages.render.pipeline import (
+    RenderModel,
+    SamplerSettings,
+    check_steps,
+    render_clip,
+    resolve_device,
+)
 from animlcm.stages.render.sources import PoseClip, load_pose_source
 
 
@@ -31,6 +37,8 @@ class EvalResult:
     table: Path
     plot: Path
     videos: list[str]
+    skipped_steps: list[int] = dataclasses.field(default_factory=list)
+    """Student step counts of the sweep left out: fewer than the student's segments."""
 
 
 def load_clips(
@@ -124,7 +132,8 @@ def reference_cfg(cfg: EvalConfig, meta: dict) -> float:
 def _warm_up(model: RenderModel, clip: PoseClip, settings: SamplerSettings) -> None:
     """One short render so lazy initialisation (kernels, allocator) is not billed to the first row."""
     n = min(clip.num_frames, settings.window)
-    render_clip(model, clip.frames[0], clip.skeleton[:n], dataclasses.replace(settings, steps=1))
+    quick = dataclasses.replace(settings, steps=model.min_steps(settings))
+    render_clip(model, clip.frames[0], clip.skeleton[:n], quick)
 
 
 def run(cfg: EvalConfig) -> EvalResult:
@@ -147,11 +156,13 @@ def run(cfg: EvalConfig) -> EvalResult:
     ablation = str(student.meta.get("ablation") or "")
     base = dict(cfg=cfg.cfg, seed=cfg.seed, window=cfg.window, overlap=cfg.overlap)
 
-    # (model, settings, method) for every row; the teacher loads only for a sweep or --vs-teacher
-    plan = [
-        (student, SamplerSettings(steps=s, **base), method)
-        for s in (cfg.student_steps if cfg.sweep else (cfg.steps,))
-    ]
+    # (model, settings, method) for every row; the teacher loads only for a sweep or --vs-teacher. A
+    # K-segment student samples in K steps at least: a sweep leaves out the step counts below that
+    wanted = [SamplerSettings(steps=s, **base) for s in (cfg.student_steps if cfg.sweep else (cfg.steps,))]
+    if not cfg.sweep:
+        check_steps(student, wanted[0])
+    plan = [(student, s, method) for s in wanted if s.steps >= student.min_steps(s)]
+    skipped = [s.steps for s in wanted if s.steps < student.min_steps(s)]
     teacher = None
     if cfg.sweep or cfg.vs_teacher:
         teacher_dir = cfg.teacher
@@ -204,7 +215,7 @@ def run(cfg: EvalConfig) -> EvalResult:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": str(cfg.model), "cache": str(cfg.cache), "videos": len(clips), "device": str(device),
             "dtype": str(dtype).replace("torch.", ""), "height": cfg.height, "width": cfg.width,
-            "vs_teacher_steps": cfg.vs_teacher,
+            "vs_teacher_steps": cfg.vs_teacher, "student_steps_below_segments": skipped,
             "vs_teacher_cfg": reference.cfg if reference is not None else None}  # fmt: skip
     report.write_metrics_json(rows, out / "metrics.json", meta)
     table = out / "metrics.md"
@@ -212,7 +223,9 @@ def run(cfg: EvalConfig) -> EvalResult:
     tmp.write_text(report.markdown_table(rows))
     tmp.replace(table)
     report.plot_sweep(rows, out / "quality.png")
-    return EvalResult(rows, out / "metrics.json", table, out / "quality.png", [c.source for c in clips])
+    return EvalResult(
+        rows, out / "metrics.json", table, out / "quality.png", [c.source for c in clips], skipped
+    )
 
 
 def _progress(enabled: bool, total: int):

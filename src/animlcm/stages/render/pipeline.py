@@ -18,6 +18,8 @@ import torch
 from animlcm.errors import AnimlcmError
 from animlcm.stages.render.windows import windowed_denoiser
 
+DEFAULT_GRID = 50  # LCM's skipping grid, for folders that record none (teachers, students before the meta)
+
 
 @dataclass
 class RenderModel:
@@ -34,6 +36,19 @@ class RenderModel:
     @property
     def method(self) -> str:
         return str(self.meta.get("method", self.kind))
+
+    @property
+    def num_ddim_steps(self) -> int:
+        """N of the skipping grid the student was distilled on (its meta; 50, LCM's, for other folders)."""
+        return int(self.meta.get("num_ddim_steps") or DEFAULT_GRID)
+
+    def segments(self, settings: SamplerSettings) -> int:
+        """K of the consistency sampler: ``--segments`` if given, else the student's own (1 = plain LCM)."""
+        return int(settings.segments if settings.segments is not None else self.meta.get("segments") or 1)
+
+    def min_steps(self, settings: SamplerSettings) -> int:
+        """The fewest steps ``settings`` can sample this model with: one per segment (the teacher: 1)."""
+        return 1 if settings.teacher else self.segments(settings)
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,17 @@ def pose_maps(net, skeleton: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"skeleton": skeleton}
 
 
+def check_steps(model: RenderModel, settings: SamplerSettings) -> None:
+    """A K-segment student maps x_t to its segment's lower edge, so it samples in K steps at least: with
+    fewer, an edge estimate (still noisy) would be taken for x0."""
+    need = model.min_steps(settings)
+    if settings.steps < need:
+        raise AnimlcmError(
+            f"--steps {settings.steps}: this student was distilled with {need} segments and samples in at "
+            f"least {need} steps (--steps {need}); distill it with --segments 1 for 1-step sampling"
+        )
+
+
 @torch.no_grad()
 def render_clip(
     model: RenderModel,
@@ -175,6 +201,9 @@ def render_clip(
     num_frames, height, width = skeleton.shape[:3]
     if height % 8 or width % 8:
         raise AnimlcmError(f"resolution {height}x{width} (HxW) is not divisible by 8; pick multiples of 8")
+    # the student's own skipping grid and segments (its meta)
+    grid, segments = model.num_ddim_steps, model.segments(settings)
+    check_steps(model, settings)
     timings: dict[str, float] = {}
     calls = 0
 
@@ -203,11 +232,6 @@ def render_clip(
 
         return windowed_denoiser(window_out, num_frames, settings.window, settings.overlap)
 
-    segments = settings.segments if settings.segments is not None else model.meta.get("segments")
-    if segments is not None:
-        # fewer steps than segments: neighbouring segments merge (one jump over several), so a K=2 student
-        # still samples in 1 step, as DanceLCM reports; K=1 is plain consistency sampling
-        segments = min(int(segments), settings.steps)
     cb = _callback(progress)
     with _timed(timings, "denoising", dev):
         if settings.teacher:
@@ -224,25 +248,26 @@ def render_clip(
                 callback=cb,
             )
             sampler = f"teacher DDIM, CFG {settings.cfg:g}"
-        elif segments is not None and int(segments) > 1:
+        elif segments > 1:
             raw_c = raw(cond)
             latents = sampling.sample_segmented(
                 lambda x, t, s: consistency_from_output(raw_c(x, t), x, t, abar=abar, kind=kind, s=s),
                 x_T,
-                timesteps.segment_edges(int(segments)),
+                timesteps.segment_edges(segments, grid),
                 abar=abar,
                 steps=settings.steps,
+                num_ddim_steps=grid,
                 noise_fn=noise_fn,
                 deterministic=settings.deterministic,
                 callback=cb,
             )
-            sampler = f"segmented consistency, K={int(segments)}"
+            sampler = f"segmented consistency, K={segments}"
         else:
             raw_c = raw(cond)
             latents = sampling.sample_consistency(
                 lambda x, t: consistency_from_output(raw_c(x, t), x, t, abar=abar, kind=kind),
                 x_T,
-                timesteps.lcm_timesteps(settings.steps),
+                timesteps.lcm_timesteps(settings.steps, original_steps=grid),
                 abar=abar,
                 noise_fn=noise_fn,
                 deterministic=settings.deterministic,

@@ -14,6 +14,7 @@ from animlcm.stages.render.config import RenderConfig
 from animlcm.stages.render.pipeline import (
     RenderOutput,
     SamplerSettings,
+    check_steps,
     reference_face,
     render_clip,
     resolve_device,
@@ -132,7 +133,6 @@ def run(cfg: RenderConfig) -> RenderResult:
     model = load_render_model(
         cfg.model, preset=cfg.preset, random=cfg.random, teacher=cfg.teacher, device=device, dtype=dtype
     )
-    face = reference_face(reference_full) if getattr(model.net, "face_projector", None) is not None else None
     settings = SamplerSettings(
         steps=cfg.steps,
         teacher=cfg.teacher,
@@ -143,6 +143,8 @@ def run(cfg: RenderConfig) -> RenderResult:
         window=cfg.window,
         overlap=cfg.overlap,
     )
+    check_steps(model, settings)  # before the face detector runs
+    face = reference_face(reference_full) if getattr(model.net, "face_projector", None) is not None else None
 
     # 3. sample
     bar, advance = _progress(cfg.progress, cfg.steps, f"rendering {clip.num_frames} frames")
