@@ -149,9 +149,11 @@ def plot(out: Path) -> Path:
     metrics = [m for m in metrics if any(m[0] in r for r in rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
     names = sorted({r["candidate"] for r in rows})
+    bases = sorted({n.split("+")[0] for n in names})  # "w32+anneal" is drawn in w32's colour, as stars
     colours = plt.get_cmap("tab10")
     for ax, (key, label) in zip(axes[0], metrics, strict=True):
-        for i, name in enumerate(names):
+        for name in names:
+            i, star = bases.index(name.split("+")[0]), "+" in name
             for split in sorted({r["split"] for r in rows if r["candidate"] == name}):
                 pts = sorted((r["samples"], r[key]) for r in rows
                              if r["candidate"] == name and r["split"] == split and key in r)  # fmt: skip
@@ -159,13 +161,14 @@ def plot(out: Path) -> Path:
                     continue
                 xs, ys = zip(*pts, strict=True)
                 style = "--" if split.startswith("train") else "-"
-                ax.plot(xs, ys, style, marker="o", ms=3, color=colours(i), label=f"{name} {split}")
+                ax.plot(xs, ys, style, marker="*" if star else "o", ms=11 if star else 3, color=colours(i),
+                        label=f"{name} {split}", alpha=0.75 if split.endswith("2") else 1.0)  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle("candidate teachers: held-out (solid) vs training dancers (dashed)")
+    fig.suptitle("candidate teachers: held-out (solid) vs training dancers (dashed); stars: + lr anneal")
     fig.tight_layout()
     path = out / "curves.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -80,9 +80,9 @@ def main() -> int:
     parser.add_argument("--teacher-steps", type=int, default=5000, help="spatial teacher steps")
     parser.add_argument("--teacher-anneal-steps", type=int, default=600, help="spatial steps at a lower lr")
     parser.add_argument("--teacher-anneal-factor", type=float, default=0.125, help="their lr / --teacher-lr")
-    parser.add_argument("--teacher-temporal-steps", type=int, default=200)
-    parser.add_argument("--student-steps", type=int, default=400, help="spatial distillation steps")
-    parser.add_argument("--student-temporal-steps", type=int, default=100)
+    parser.add_argument("--teacher-temporal-steps", type=int, default=400)
+    parser.add_argument("--student-steps", type=int, default=1500, help="spatial distillation steps")
+    parser.add_argument("--student-temporal-steps", type=int, default=350)
     parser.add_argument("--method", default="dancelcm")
     # a tiny network trained from scratch in a few thousand steps needs a larger step than SD fine-tuning
     parser.add_argument("--teacher-lr", type=float, default=3e-4)
