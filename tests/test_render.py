@@ -163,6 +163,34 @@ def test_clear_errors(teacher_dir, inputs, tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_out_never_lands_on_an_input(inputs, tmp_path):
+    """`render ref.png --out ref.png` once overwrote the reference with mp4 bytes: refused before loading."""
+    import shutil
+
+    ref, pose = tmp_path / "ref.png", tmp_path / "pose.mp4"
+    shutil.copy(inputs / "ref.png", ref)
+    shutil.copy(inputs / "pose.mp4", pose)
+    before = ref.read_bytes(), pose.read_bytes()
+    ok = dict(reference=ref, pose=str(pose))
+    with pytest.raises(AnimlcmError, match=r"--out .*ref.png: render writes an H.264 mp4; .*\.mp4"):
+        _cfg(**ok, out=ref)
+    with pytest.raises(AnimlcmError, match=r"would overwrite the pose video .*pose.mp4; choose another"):
+        _cfg(**ok, out=tmp_path / "." / "pose.mp4")
+    # the preview written next to the video must not hit an input either
+    shutil.copy(inputs / "ref.png", tmp_path / "clip.preview.png")
+    with pytest.raises(AnimlcmError, match="would overwrite the reference image"):
+        _cfg(reference=tmp_path / "clip.preview.png", pose=str(pose), out=tmp_path / "clip.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(AnimlcmError, match="is a folder"):
+        _cfg(**ok, out=tmp_path / "folder.mp4")
+    for msg_cfg in (dict(out=ref), dict(out=pose)):
+        with pytest.raises(AnimlcmError) as err:
+            _cfg(**ok, **msg_cfg)
+        assert "\n" not in str(err.value)
+    assert (ref.read_bytes(), pose.read_bytes()) == before
+    _cfg(**ok, out=tmp_path / "out.mp4")  # a new file next to the inputs is fine
+
+
 def test_no_model_without_builtin_student_says_pass_model(inputs, tmp_path, monkeypatch):
     from animlcm.stages.render import model as model_mod
 

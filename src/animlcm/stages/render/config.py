@@ -54,3 +54,27 @@ class RenderConfig(SamplingSettings):
             raise AnimlcmError(f"pose_kind '{self.pose_kind}': choose auto, skeleton or rgb")
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise AnimlcmError(f"dtype '{self.dtype}': choose auto, fp32, fp16 or bf16")
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
+        """The video (H.264 in an mp4 container) and its ``.preview.png`` never land on an input file.
+
+        Checked before the model loads, so a bad --out costs nothing and never destroys the user's file.
+        """
+        out = Path(self.out)
+        if out.suffix.lower() != ".mp4":
+            raise AnimlcmError(f"--out {out}: render writes an H.264 mp4; give a path ending in .mp4")
+        preview = out.with_name(out.stem + ".preview.png")
+        inputs = [("reference image", self.reference)]
+        if self.pose and ":" not in str(self.pose):  # CACHE:name reads the cache, not a file to overwrite
+            inputs.append(("pose video", Path(self.pose)))
+        for name, path in inputs:
+            if path is None or not Path(path).exists():
+                continue
+            for written in (out, preview):
+                if written.exists() and written.resolve() == Path(path).resolve():
+                    raise AnimlcmError(
+                        f"--out {out}: would overwrite the {name} {path}; choose another --out"
+                    )
+        if out.exists() and out.is_dir():
+            raise AnimlcmError(f"--out {out} is a folder; give a file path ending in .mp4")
