@@ -191,6 +191,28 @@ def test_out_never_lands_on_an_input(inputs, tmp_path):
     _cfg(**ok, out=tmp_path / "out.mp4")  # a new file next to the inputs is fine
 
 
+def test_render_refuses_a_tiny_reference_and_names_a_transparent_one(inputs, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    args = ["render", str(tmp_path / "dot.png"), "--pose", str(inputs / "pose.mp4"), "--random",
+            "--steps", "1", "--max-frames", "2", "--out", str(tmp_path / "o.mp4")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, AnimlcmError), result.output
+    assert "is 1x1 pixels" in str(result.exception) and "at least 32x32" in str(result.exception)
+    assert not (tmp_path / "o.mp4").exists()
+    rgba = np.full((64, 48, 4), 255, np.uint8)
+    rgba[:, :8, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    args[1] = str(tmp_path / "cut.png")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "transparent pixels are rendered as a white background" in result.output
+
+
 def test_no_model_without_builtin_student_says_pass_model(inputs, tmp_path, monkeypatch):
     from animlcm.stages.render import model as model_mod
 

@@ -43,6 +43,34 @@ def test_reference_image_errors(tmp_path):
         videoio.read_image(bad)
 
 
+def test_reference_modes_read_as_a_person_would_see_them(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(AnimlcmError, match="is a folder, not an image"):
+        videoio.read_image(tmp_path)
+    # 16-bit grey: a mid-grey ramp stays a mid-grey ramp (PIL's convert("RGB") turned it all white)
+    ramp = (np.arange(64, dtype=np.uint16)[None, :].repeat(8, 0) * 1000).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    got = videoio.read_image(tmp_path / "grey16.png")
+    assert got.shape == (8, 64, 3) and (got[..., 0] == got[..., 2]).all()
+    expected = np.clip(ramp / 257.0 + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(got[..., 0], expected) and got.min() == 0 and 240 <= got.max() < 255
+    # RGBA cut-out: transparent -> the chosen background, half-transparent -> the mix, opaque kept
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (200, 40, 10)
+    rgba[0, :, 3], rgba[1, :, 3], rgba[2:, :, 3] = 0, 128, 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    assert videoio.image_has_alpha(tmp_path / "cut.png")
+    assert not videoio.image_has_alpha(tmp_path / "grey16.png")
+    white = videoio.read_image(tmp_path / "cut.png", alpha_background=255)
+    black = videoio.read_image(tmp_path / "cut.png")
+    assert (white[0] == 255).all() and (black[0] == 0).all()
+    assert (white[2:] == (200, 40, 10)).all() and (black[2:] == (200, 40, 10)).all()
+    half = 128 / 255
+    assert white[1, 0, 1] == int(40 * half + 255 * (1 - half) + 0.5)
+
+
 def test_image_folder_source_sorted_and_resized(tmp_path):
     frames = _skeleton_frames(5)
     for i in (3, 0, 4, 1, 2):  # written out of order; read back sorted by name

@@ -117,6 +117,13 @@ def register(app: typer.Typer) -> None:
         note = builtin_model_note(cfg)
         if note is not None:  # before the render: the user learns it without waiting
             console.print(note, style="yellow", highlight=False, markup=False, soft_wrap=True)
+        from animlcm.stages.render.videoio import image_has_alpha
+
+        if cfg.reference is not None and image_has_alpha(cfg.reference):
+            console.print(
+                f"{cfg.reference}: transparent pixels are rendered as a white background",
+                style="yellow", highlight=False, markup=False, soft_wrap=True,
+            )  # fmt: skip
         result = run(cfg)
         console.print(
             f"[green]wrote[/] {result.video} ({result.num_frames} frames, {result.fps:g} fps, "

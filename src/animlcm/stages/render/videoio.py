@@ -12,20 +12,63 @@ from animlcm.errors import AnimlcmError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image file as uint8 (H, W, 3); one clear line when it is missing or not an image."""
+_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _rgb(im, alpha_background: int) -> np.ndarray:
+    """A PIL image as uint8 RGB: 16-bit grey scaled (PIL's convert would clip it to white), transparent
+    pixels composited over ``alpha_background`` (PIL's convert would drop alpha and show what lies under)."""
+    if im.mode in _SIXTEEN_BIT_GREY:
+        grey = np.asarray(im, dtype=np.float64)
+        if grey.max(initial=0) > 255:
+            grey = grey / 257.0  # 0..65535 -> 0..255
+        grey = np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if has_alpha(im):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        rgb = rgba[..., :3] * alpha + float(alpha_background) * (1.0 - alpha)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(im.convert("RGB"))
+
+
+def has_alpha(im) -> bool:
+    """Does a PIL image carry transparency (an alpha channel or a transparent palette entry)?"""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+
+
+def read_image(path: Path, *, alpha_background: int = 0) -> np.ndarray:
+    """An RGB image file as uint8 (H, W, 3); one clear line when it is missing or not an image.
+
+    Transparent pixels take ``alpha_background`` (0 black: skeleton images; 255 white: a reference cut-out).
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise AnimlcmError(f"{path}: is a folder, not an image; pass a PNG or JPEG file")
     if not path.is_file():
         raise AnimlcmError(f"{path}: reference image not found; pass an existing PNG/JPEG file")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return _rgb(im, alpha_background)
     except (UnidentifiedImageError, OSError) as exc:
         raise AnimlcmError(
             f"{path}: cannot read the image ({exc.__class__.__name__}); pass a PNG or JPEG"
         ) from None
+
+
+def image_has_alpha(path: Path) -> bool:
+    """Whether an image file carries transparency (False for anything unreadable: read_image reports it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return has_alpha(im)
+    except (OSError, ValueError):
+        return False
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
