@@ -167,6 +167,16 @@ def test_dataset_samples(tiny_cache, tmp_path):
         assert torch.equal(item[k], fast[k]), k
     assert torch.equal(item["pose"]["skeleton"], fast["pose"]["skeleton"])
 
+    # a cache file deleted after extract: refused with its name, never trained around in silence
+    import shutil
+
+    holed = tmp_path / "holed"
+    shutil.copytree(tiny_cache, holed)
+    victim = sorted(holed.glob("*.h5"))[0]
+    victim.unlink()
+    with pytest.raises(AnimlcmError, match=rf"1 extracted video file\(s\) are missing \({victim.name}\)"):
+        DistillDataset(holed)
+
     one = write_tiny_cache(tmp_path / "one", videos=1)
     with pytest.raises(AnimlcmError, match="CoNS.*one video"):
         DistillDataset(one, other_reference=True)

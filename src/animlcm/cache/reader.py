@@ -234,6 +234,15 @@ class CacheReader:
             if e.status == STATUS_OK and (self.root / schema.h5_name(e.name)).exists()
         ]
 
+    @property
+    def missing(self) -> list[str]:
+        """Names the manifest lists as extracted whose file is gone (deleted or moved since)."""
+        return [
+            e.name
+            for e in self.entries
+            if e.status == STATUS_OK and not (self.root / schema.h5_name(e.name)).exists()
+        ]
+
     def entry(self, name: str) -> ManifestEntry:
         if name not in self._entries:
             raise AnimlcmError(f"{self.root}: no video named '{name}' in the cache")

@@ -56,6 +56,13 @@ class DistillDataset(Dataset):
         length: int = 2**62,
     ) -> None:
         self.reader = CacheReader(cache)
+        gone = self.reader.missing
+        if gone:  # training on what is left would silently change the data set
+            shown = ", ".join(schema.h5_name(n) for n in gone[:3]) + (" ..." if len(gone) > 3 else "")
+            raise AnimlcmError(
+                f"{cache}: {len(gone)} extracted video file(s) are missing ({shown}); re-run `animlcm "
+                "extract` on the same videos with this --out (it redoes only those)"
+            )
         names = self.reader.videos
         if not names:
             raise AnimlcmError(
