@@ -94,8 +94,29 @@ def test_cache_pose_source_has_real_frames(cache):
     assert small.labels.shape == (3, 64, 64) and set(np.unique(small.labels)) == {0, 1, 2}
     person = small.labels > 0  # the labelled pixels are the bright "person" ones (blurred by the resize)
     assert small.frames[person].mean() > small.frames[~person].mean() + 60
-    with pytest.raises(AnimlcmError, match="no video 'nope'"):
+    with pytest.raises(AnimlcmError, match="no video 'nope'.*choose one of: clip_a, clip_b$"):
         sources.load_pose_source(f"{cache}:nope", 128, 128)
+
+
+def test_pose_source_names_why_a_cache_video_cannot_drive(tmp_path):
+    """A video that failed extraction, or whose file is gone, says so (not "choose one of:" and a blank)."""
+    import shutil
+
+    from animlcm.cache import Manifest, ManifestEntry
+    from animlcm.stages.render import sources
+
+    cache = write_tiny_cache(tmp_path / "cache")
+    Manifest(cache).update(ManifestEntry(name="broken", status="failed", source="b.mp4", error="no frames"))
+    with pytest.raises(AnimlcmError, match="video 'broken' failed during extract \\(no frames\\)"):
+        sources.load_pose_source(f"{cache}:broken", 128, 128)
+    (cache / "clip_a.h5").unlink()
+    with pytest.raises(AnimlcmError, match="the file of video 'clip_a' is missing"):
+        sources.load_pose_source(f"{cache}:clip_a", 128, 128)
+    empty = tmp_path / "empty"
+    shutil.copytree(cache, empty)
+    (empty / "clip_b.h5").unlink()
+    with pytest.raises(AnimlcmError, match="holds no complete video"):
+        sources.load_pose_source(f"{empty}:nope", 128, 128)
 
 
 def test_eval_sweep_writes_schema_table_and_plot(cache, student_dir, tmp_path):

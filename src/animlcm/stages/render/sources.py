@@ -142,8 +142,19 @@ def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int 
 
     reader = CacheReader(root)
     if name not in reader.videos:
+        known = {e.name: e for e in reader.entries}
+        if name in known and known[name].status != "ok":
+            raise AnimlcmError(
+                f"{root}: video '{name}' failed during extract ({known[name].error}); fix or re-encode "
+                "the video and re-run `animlcm extract`, or pick another"
+            )
+        if name in reader.missing:
+            raise AnimlcmError(f"{root}: the file of video '{name}' is missing; re-run `animlcm extract`")
+        if not reader.videos:
+            raise AnimlcmError(f"{root}: the cache holds no complete video; run `animlcm extract` first")
+        more = ", ..." if len(reader.videos) > 10 else ""
         raise AnimlcmError(
-            f"{root}: no video '{name}' in this cache; choose one of: {', '.join(reader.videos[:10])}"
+            f"{root}: no video '{name}' in this cache; choose one of: {', '.join(reader.videos[:10])}{more}"
         )
     with reader.open(name) as entry:
         n = entry.num_frames if max_frames is None else min(max_frames, entry.num_frames)
