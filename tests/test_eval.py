@@ -107,7 +107,8 @@ def test_pose_source_names_why_a_cache_video_cannot_drive(tmp_path):
 
     cache = write_tiny_cache(tmp_path / "cache")
     Manifest(cache).update(ManifestEntry(name="broken", status="failed", source="b.mp4", error="no frames"))
-    with pytest.raises(AnimlcmError, match="video 'broken' failed during extract \\(no frames\\)"):
+    failed = "video 'broken' failed during extract: no frames; fix or re-encode"
+    with pytest.raises(AnimlcmError, match=failed):
         sources.load_pose_source(f"{cache}:broken", 128, 128)
     (cache / "clip_a.h5").unlink()
     with pytest.raises(AnimlcmError, match="the file of video 'clip_a' is missing"):

@@ -225,23 +225,23 @@ class CacheReader:
         """Every manifest entry (ok and failed), sorted by name."""
         return [self._entries[n] for n in sorted(self._entries)]
 
-    @property
-    def videos(self) -> list[str]:
-        """Names of the complete (status ok) videos whose file is present."""
+    def _extracted(self, present: bool) -> list[str]:
+        """Names of the status-ok entries whose file is present (``present``) or gone."""
         return [
             e.name
             for e in self.entries
-            if e.status == STATUS_OK and (self.root / schema.h5_name(e.name)).exists()
+            if e.status == STATUS_OK and (self.root / schema.h5_name(e.name)).exists() == present
         ]
+
+    @property
+    def videos(self) -> list[str]:
+        """Names of the complete (status ok) videos whose file is present."""
+        return self._extracted(present=True)
 
     @property
     def missing(self) -> list[str]:
         """Names the manifest lists as extracted whose file is gone (deleted or moved since)."""
-        return [
-            e.name
-            for e in self.entries
-            if e.status == STATUS_OK and not (self.root / schema.h5_name(e.name)).exists()
-        ]
+        return self._extracted(present=False)
 
     def entry(self, name: str) -> ManifestEntry:
         if name not in self._entries:
@@ -252,8 +252,14 @@ class CacheReader:
         """A ``VideoEntry`` (use as a context manager to close the handle)."""
         entry = self.entry(name)
         if entry.status != STATUS_OK:
-            raise AnimlcmError(f"{self.root}: video '{name}' failed during extract: {entry.error}")
-        return VideoEntry(self.root / schema.h5_name(name), name)
+            raise AnimlcmError(
+                f"{self.root}: video '{name}' failed during extract: {entry.error}; fix or re-encode the "
+                "video and re-run `animlcm extract`, or pick another"
+            )
+        path = self.root / schema.h5_name(name)
+        if not path.exists():
+            raise AnimlcmError(f"{path}: the file of video '{name}' is missing; re-run `animlcm extract`")
+        return VideoEntry(path, name)
 
     def __len__(self) -> int:
         return len(self.videos)

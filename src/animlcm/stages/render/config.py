@@ -72,9 +72,9 @@ class RenderConfig(SamplingSettings):
             if path is None or not Path(path).exists():
                 continue
             for written in (out, preview):
-                if written.exists() and written.resolve() == Path(path).resolve():
+                if written.exists() and written.samefile(path):
                     raise AnimlcmError(
                         f"--out {out}: would overwrite the {name} {path}; choose another --out"
                     )
-        if out.exists() and out.is_dir():
+        if out.is_dir():
             raise AnimlcmError(f"--out {out} is a folder; give a file path ending in .mp4")
