@@ -265,7 +265,7 @@ def generate(
     """Write ``identities x clips`` clips, their pose files and ``synth.json``; return the mp4 paths.
 
     ``size`` is an int (square) or (height, width); ``jobs`` processes render identities in parallel (the
-    files are the same with any number).
+    clips are the same with any number).
     """
     split_code(split)  # fails early on an unknown split
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
