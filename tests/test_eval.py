@@ -233,6 +233,34 @@ def test_vs_teacher_compares_rows_with_the_teachers_render_from_the_same_noise(c
         resolve_config(EvalConfig, "tiny", None, dict(model=student_dir, cache=cache, vs_teacher=0))
 
 
+def test_reference_cache_reuses_the_teachers_render_only_for_the_same_settings(
+    cache, student_dir, tmp_path, monkeypatch
+):
+    import importlib
+
+    run_module = importlib.import_module("animlcm.stages.evaluate.run")
+    kept = tmp_path / "refs"
+    base = dict(model=student_dir, cache=cache, sweep=True, student_steps=(1,), teacher_steps=(),
+                vs_teacher=2, max_frames=3, progress=False, device="cpu", reference_cache=kept)  # fmt: skip
+    first = run(resolve_config(EvalConfig, "tiny", None, dict(base, out=tmp_path / "a"))).rows
+    assert len(list(kept.glob("*.npz"))) == 1
+    calls = []
+    real = run_module.render_clip
+
+    def counting(model, *args, **kwargs):
+        calls.append(args[2].teacher)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "render_clip", counting)
+    again = run(resolve_config(EvalConfig, "tiny", None, dict(base, out=tmp_path / "b"))).rows
+    # the second eval renders only the student (and its warm-up), never the teacher, and scores the same
+    assert calls and not any(calls)
+    assert again[0].extra["psnr_vs_teacher"] == first[0].extra["psnr_vs_teacher"]
+    # another seed is another starting noise: a second file, not the first one's frames
+    run(resolve_config(EvalConfig, "tiny", None, dict(base, out=tmp_path / "c", seed=7)))
+    assert any(calls) and len(list(kept.glob("*.npz"))) == 2
+
+
 def test_vs_teacher_guidance_defaults_to_what_the_student_imitates(cache):
     from animlcm.stages.evaluate.run import reference_cfg
 

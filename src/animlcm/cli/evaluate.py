@@ -57,6 +57,10 @@ def register(app: typer.Typer) -> None:
             OptFloat,
             typer.Option("--vs-teacher-cfg", help="Its CFG (default: 1 + the student's distill w)."),
         ] = None,
+        reference_cache: Annotated[
+            OptPath,
+            typer.Option("--reference-cache", help="Keep the --vs-teacher renders here for later evals."),
+        ] = None,
         max_videos: Annotated[OptInt, typer.Option("--max-videos")] = None,
         max_frames: MaxFramesOpt = None,
         seed: SeedOpt = None,
@@ -78,7 +82,7 @@ def register(app: typer.Typer) -> None:
             model=model, cache=cache, out=out, sweep=sweep or None, teacher=teacher, steps=steps,
             cfg=cfg_scale, lpips_weights=lpips_weights, fid_model=fid_model, fvd_model=fvd_model,
             max_videos=max_videos, max_frames=max_frames,
-            vs_teacher=vs_teacher, vs_teacher_cfg=vs_teacher_cfg,
+            vs_teacher=vs_teacher, vs_teacher_cfg=vs_teacher_cfg, reference_cache=reference_cache,
             seed=seed, window=window, overlap=overlap, device=device, dtype=dtype,
         )  # fmt: skip
         result = run(resolve_config(EvalConfig, preset, config, overrides))

@@ -40,6 +40,9 @@ class EvalConfig(SamplingSettings):
     vs_teacher_cfg: float | None = None
     """CFG scale of that reference render; default: the guidance the student was distilled with (1 + w,
     from its meta), else ``cfg``."""
+    reference_cache: Path | None = None
+    """Folder keeping the ``--vs-teacher`` renders between evals: students compared with the same teacher,
+    clips, seed and settings reuse them (a benchmark's evals would otherwise re-render the teacher each)."""
 
     def validate(self) -> None:
         if self.cache is None:

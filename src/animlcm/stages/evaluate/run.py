@@ -9,6 +9,7 @@ and the process's peak resident memory on CPU (a high-water mark: it never goes 
 from __future__ import annotations
 
 import dataclasses
+import json
 import resource
 import sys
 from dataclasses import dataclass
@@ -129,6 +130,57 @@ def reference_cfg(cfg: EvalConfig, meta: dict) -> float:
     return 1.0 + float(w) if w is not None else cfg.cfg
 
 
+def teacher_renders(
+    teacher: RenderModel,
+    teacher_dir: Path,
+    clips: list[PoseClip],
+    settings: SamplerSettings,
+    cache: Path | None = None,
+) -> list[np.ndarray]:
+    """The teacher's render of every clip with ``settings``; with ``cache``, kept in one ``.npz`` per
+    (teacher weights, clips, settings, device, dtype) and read back by later evals."""
+
+    def fresh() -> list[np.ndarray]:
+        return [render_clip(teacher, c.frames[0], c.skeleton, settings, face=c.face).frames for c in clips]
+
+    if cache is None:
+        return fresh()
+    import hashlib
+
+    weights = sorted(Path(teacher_dir).rglob("*.safetensors"))
+    key = json.dumps(
+        {
+            "weights": [(str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns) for w in weights],
+            "clips": [_digest(c.frames, c.skeleton, c.face) for c in clips],
+            "settings": dataclasses.asdict(settings),
+            "device": str(teacher.device),
+            "dtype": str(teacher.dtype),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    path = Path(cache) / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return [saved[f"clip{i}"] for i in range(len(clips))]
+    frames = fresh()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{f"clip{i}": f for i, f in enumerate(frames)})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(key)
+    return frames
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def _warm_up(model: RenderModel, clip: PoseClip, settings: SamplerSettings) -> None:
     """One short render so lazy initialisation (kernels, allocator) is not billed to the first row."""
     n = min(clip.num_frames, settings.window)
@@ -178,9 +230,7 @@ def run(cfg: EvalConfig) -> EvalResult:
         reference = SamplerSettings(
             steps=cfg.vs_teacher, teacher=True, **{**base, "cfg": reference_cfg(cfg, student.meta)}
         )
-        teacher_frames = [
-            render_clip(teacher, c.frames[0], c.skeleton, reference, face=c.face).frames for c in clips
-        ]
+        teacher_frames = teacher_renders(teacher, teacher_dir, clips, reference, cfg.reference_cache)
     if cfg.sweep:
         plan += [
             (teacher, SamplerSettings(steps=s, teacher=True, **base), "teacher") for s in cfg.teacher_steps
