@@ -312,10 +312,16 @@ def paired(rows: list[dict], a: str, b: str, steps: int, key: str) -> tuple[floa
     return float(np.mean(diffs)), se, len(diffs)
 
 
-def verdict(delta: float, se: float, higher_is_better: bool = True) -> str:
-    """reproduced (the full method better by more than 2 standard errors), not reproduced (worse by more), or
-    within noise."""
-    if not se == se or abs(delta) <= 2 * se:  # nan: one seed, no spread to judge by
+# two-sided 95% quantiles of Student's t by degrees of freedom (pairs - 1): with 2 pairs a difference must
+# be 12.7 standard errors from zero, with 3 pairs 4.3; beyond the table, 2
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+
+
+def verdict(delta: float, se: float, pairs: int | None = None, higher_is_better: bool = True) -> str:
+    """reproduced (the full method better beyond the 95% t interval of the paired mean difference), not
+    reproduced (worse beyond it), or within noise. Without ``pairs``: 2 standard errors."""
+    t = T95.get(pairs - 1, 2.0) if pairs is not None else 2.0
+    if not se == se or abs(delta) <= t * se:  # nan: one seed, no spread to judge by
         return "within noise"
     better = delta > 0 if higher_is_better else delta < 0
     return "reproduced" if better else "not reproduced (the ablation is better)"
@@ -372,8 +378,8 @@ def claims_table(rows: list[dict], steps: int) -> str:
         fidelity = paired(rows, full, ablated, steps, "psnr_vs_teacher")
         cells += [
             str(psnr[2]),
-            verdict(psnr[0], psnr[1]),
-            "-" if fidelity is None else verdict(*fidelity[:2]),
+            verdict(*psnr),
+            "-" if fidelity is None else verdict(*fidelity),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -455,10 +461,12 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
             text += (f"The same teacher sampled from {len(seeds)} starting noises spreads by "
                      f"{np.median(teacher_sds):.2f} dB (median sd of its rows). ")  # fmt: skip
         if sds:
-            text += (f"A variant distilled and sampled with {len(seeds)} seeds spreads by "
+            n = max(r.get("seeds", 1) for r in variants)
+            text += (f"A variant distilled and sampled with {n} seeds spreads by "
                      f"{np.median(sds):.2f} dB (median sd over variants and steps). ")  # fmt: skip
         text += ("A claim below is judged on paired differences (same seed: same data order and starting "
-                 "noise): reproduced or not only beyond two standard errors.\n\n")  # fmt: skip
+                 "noise), mean ± standard error: reproduced or not only beyond the 95% t interval (12.7 "
+                 "standard errors with 2 pairs, 4.3 with 3).\n\n")  # fmt: skip
     text += "### Built-in teacher and student\n\n" + _builtin_budget(budget) + "\n\n"
     text += seed_table(builtin)
     tg = targets(builtin)

@@ -42,9 +42,11 @@ def test_paired_differences_and_verdicts_by_hand(quality):
     mean, se, n = quality.paired(full + ablated, "dancelcm", "dancelcm-no-aux", 4, "psnr")
     # differences 1.0, 0.9, 0.9: mean 0.9333, sd 0.0577, standard error sd / sqrt(3) = 0.0333
     assert (mean, se, n) == (pytest.approx(0.93333, abs=1e-4), pytest.approx(0.03333, abs=1e-4), 3)
-    assert quality.verdict(mean, se) == "reproduced"
-    assert quality.verdict(-mean, se).startswith("not reproduced")
+    assert quality.verdict(mean, se, n) == "reproduced"  # 28 standard errors: beyond t(2) = 4.30
+    assert quality.verdict(-mean, se, n).startswith("not reproduced")
     assert quality.verdict(0.05, 0.03) == "within noise"  # under two standard errors
+    assert quality.verdict(0.1, 0.03, 3) == "within noise"  # 3.3 standard errors: inside t(2) = 4.30
+    assert quality.verdict(0.1, 0.03, 2) == "within noise" and quality.verdict(0.5, 0.03, 2) == "reproduced"
     assert quality.verdict(-2.5, 1.0, higher_is_better=False) == "reproduced"  # e.g. a colour error
     assert quality.verdict(1.0, float("nan")) == "within noise"  # one seed: no spread to judge by
     assert quality.paired(full, "dancelcm", "cosec", 4, "psnr") is None
