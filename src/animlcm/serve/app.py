@@ -19,8 +19,9 @@ from animlcm.serve.models import ModelPool
 log = logging.getLogger("animlcm.serve")
 
 INTRO = """# animlcm: animate a photo with a dance
-1. Upload a photo of a person. 2. Upload a driving motion (a dance video, a skeleton video, a zip of skeleton
-images, or several skeleton images), or leave it empty for the built-in dance. 3. Press **Render**.
+1. Upload a photo of a person. 2. Upload a driving motion: a video of someone dancing, a skeleton video
+(OpenPose colours on black), a zip of skeleton images, or several skeleton images; or leave it empty for the
+built-in dance. 3. Press **Render**, and download the video and its preview grid.
 """
 
 
@@ -110,7 +111,9 @@ def build_app(cfg: ServeConfig, pool: ModelPool | None = None) -> gr.Blocks:
         )
 
         def on_step(phase: str, i: int, n: int) -> None:
-            token.check()  # Cancel pressed: stop here and free the worker
+            if token.event.is_set():  # Cancel pressed: stop here and free the worker
+                print(f"render cancelled after {phase} step {i}/{n}", flush=True)
+                token.check()
             progress((i, n), desc=f"{phase}: step")
 
         job_dir = sessions.folder(session) / uuid.uuid4().hex[:12]
@@ -155,8 +158,7 @@ def build_app(cfg: ServeConfig, pool: ModelPool | None = None) -> gr.Blocks:
                     elem_id="reference",
                 )
                 motion = gr.File(
-                    label="Driving motion: a video, a zip of skeleton images, or several skeleton images "
-                    "(empty: the built-in dance)",
+                    label="Driving motion (leave empty for the built-in dance)",
                     file_count="multiple",
                     elem_id="motion",
                 )
@@ -169,14 +171,14 @@ def build_app(cfg: ServeConfig, pool: ModelPool | None = None) -> gr.Blocks:
                 steps = gr.Slider(1, 8, value=4, step=1, label="Steps", elem_id="steps")
                 frames = gr.Slider(1, lim.max_frames, value=16, step=1, label="Frames", elem_id="frames")
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                    seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed")
                     window = gr.Slider(1, 32, value=size.num_frames, step=1, label="Window (frames)")
                 compare = gr.Checkbox(False, label="Also render with the teacher, for comparison (slower)")
                 with gr.Row():
                     go = gr.Button("Render", variant="primary", elem_id="render")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=1):
-                video = gr.Video(label="Animation", elem_id="video", interactive=False)
+                video = gr.Video(label="Animation", elem_id="video", interactive=False, height=360)
                 teacher_video = gr.Video(label="Teacher (comparison)", visible=False, interactive=False)
                 preview = gr.Image(
                     label="Preview grid", type="filepath", interactive=False, elem_id="preview"

@@ -99,6 +99,7 @@ def serve(cfg: ServeConfig, *, preload: bool = True) -> None:
                 f"--host {cfg.host} --port {cfg.port}: cannot listen there ({exc}); pass another --port"
             ) from None
         print(f"animlcm serve: open {local_url} in a browser (Ctrl+C stops)", flush=True)
+        print(f"uploads and renders are kept in {workdir} until the server stops", flush=True)
         if share_url:
             print(f"public link: {share_url}", flush=True)
         # SIGTERM (a service manager, a test) ends like Ctrl+C, so the finally below removes the files
