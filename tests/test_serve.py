@@ -96,6 +96,17 @@ def test_builtin_dance_and_skeleton_images(inputs, pool, tmp_path):
     assert _decode(res.video).shape[0] == 2
 
 
+def test_teacher_comparison_renders_with_the_models_teacher(inputs, pool, tmp_path):
+    req = RenderRequest(
+        inputs / "ref.png", steps=2, frames=2, window=4, compare_teacher=True, teacher_steps=3
+    )
+    res = _request(tmp_path, pool, req)
+    student, teacher = _decode(res.video), _decode(res.teacher_video)
+    assert student.shape == teacher.shape == (2, 128, 128, 3)
+    assert not np.array_equal(student, teacher)  # the teacher's own DDIM + CFG sampler, not the student again
+    assert len(pool) == 2  # student and teacher, each loaded once
+
+
 def _app_error(tmp_path, pool, req, limits=None) -> str:
     with pytest.raises(AnimlcmError) as err:
         _request(tmp_path, pool, req, limits)

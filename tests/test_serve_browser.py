@@ -89,8 +89,10 @@ def _fill_slider(page, elem_id: str, value: int) -> None:
     box.press("Enter")
 
 
-def _open(browser, url: str, reference: Path, motion: Path | None, steps: int = 4, frames: int = 8):
+def _open(browser, url, reference: Path, motion: Path | None, steps=4, frames=8, watch: list | None = None):
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    if watch is not None:  # every request the page makes (analytics, fonts or CDNs would show here)
+        page.on("request", lambda r: watch.append(r.url))
     page.goto(url)
     page.locator("#reference input[type=file]").set_input_files(str(reference))
     if motion is not None:
@@ -143,7 +145,8 @@ def test_serve_in_a_real_browser(real_data, tmp_path):
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             # 1. one render: 4 steps, 8 frames of a real skeleton video on a real photo
-            page = _open(browser, url, reference, skeleton)
+            requests: list[str] = []  # every request the page makes must stay on this server
+            page = _open(browser, url, reference, skeleton, watch=requests)
             assert "videos up to 2:00 long" in page.locator("#limits").inner_text()  # limits are on the page
             t0 = time.monotonic()
             page.locator("#render").click()
@@ -154,6 +157,19 @@ def test_serve_in_a_real_browser(real_data, tmp_path):
             assert frames.shape == (8, 128, 128, 3)
             assert "8 frames" in page.locator("#summary").inner_text()
             page.screenshot(path=str(artifacts / "serve_page.png"), full_page=True)
+            outside = [u for u in requests if not u.startswith(url)]
+            assert len(requests) > 10 and outside == [], f"the page called outside the server: {outside[:5]}"
+
+            # the README's gradio_client example, against the same server
+            from gradio_client import Client, handle_file
+
+            client = Client(url, download_files=str(tmp_path / "client"), verbose=False)
+            video, _, _, files, summary = client.predict(
+                reference=handle_file(str(reference)), motion=[handle_file(str(skeleton))],
+                steps=4, frames=8, seed=0, api_name="/render",
+            )  # fmt: skip
+            np.testing.assert_array_equal(_decode(Path(video)), frames)
+            assert len(files) == 2 and "8 frames" in summary
 
             # ... identical to `animlcm render` with the same files and settings
             cli_out = tmp_path / "cli.mp4"

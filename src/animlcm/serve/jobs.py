@@ -55,6 +55,7 @@ class RenderRequest:
     window: int | None = None
     pose_kind: str = "auto"
     compare_teacher: bool = False
+    teacher_steps: int = TEACHER_STEPS
     names: dict[str, str] = field(default_factory=dict)
     """Server path -> the name the visitor's file had (what messages call it)."""
 
@@ -108,7 +109,7 @@ def build_config(req: RenderRequest, pose: str | None, out: Path, preset: str, t
         pose=pose,
         model=req.model,
         out=out,
-        steps=TEACHER_STEPS if teacher else req.steps,
+        steps=req.teacher_steps if teacher else req.steps,
         teacher=teacher or None,
         seed=req.seed,
         window=req.window,
