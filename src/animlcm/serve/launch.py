@@ -95,8 +95,11 @@ def serve(cfg: ServeConfig, *, preload: bool = True) -> None:
                 prevent_thread_lock=True,
             )
         except OSError as exc:
+            why = (
+                "the port is in use" if "empty port" in str(exc) else str(exc)
+            )  # Gradio's hint names env vars
             raise AnimlcmError(
-                f"--host {cfg.host} --port {cfg.port}: cannot listen there ({exc}); pass another --port"
+                f"--host {cfg.host} --port {cfg.port}: cannot listen there ({why}); pass another --port"
             ) from None
         print(f"animlcm serve: open {local_url} in a browser (Ctrl+C stops)", flush=True)
         print(f"uploads and renders are kept in {workdir} until the server stops", flush=True)
