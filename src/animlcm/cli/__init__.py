@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "render",
     "evaluate",
     "export",
+    "serve",
 )
 
 for _name in COMMAND_MODULES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from animlcm.errors import AnimlcmError
 from animlcm.stages.render import align, preview, sources, videoio
 from animlcm.stages.render.config import RenderConfig
 from animlcm.stages.render.pipeline import (
+    RenderModel,
     RenderOutput,
     SamplerSettings,
     check_steps,
@@ -109,10 +111,43 @@ def _progress(enabled: bool, total: int, label: str):
     return bar, lambda i: bar.update(task, completed=i)
 
 
+def _both(first: Callable[[int], None] | None, second: Callable[[int], None]) -> Callable[[int], None]:
+    """One step callback that advances the terminal bar (when there is one) and then calls ``second``."""
+
+    def advance(i: int) -> None:
+        if first is not None:
+            first(i)
+        second(i)
+
+    return advance
+
+
 MIN_REFERENCE_SIDE = 32  # below this a person cannot be seen, let alone animated
 
 
-def run(cfg: RenderConfig) -> RenderResult:
+def load_model(cfg: RenderConfig) -> RenderModel:
+    """The network ``cfg`` renders with (``--model``, the built-in student, ``--teacher``'s, ``--random``),
+    on ``cfg``'s device and dtype; ``run`` calls it, and a server calls it once and keeps the result."""
+    from animlcm.stages.render.model import load_render_model
+
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    return load_render_model(
+        cfg.model, preset=cfg.preset, random=cfg.random, teacher=cfg.teacher, device=device, dtype=dtype
+    )
+
+
+def run(
+    cfg: RenderConfig,
+    *,
+    model: RenderModel | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RenderResult:
+    """Render ``cfg``: inputs checked first, then the model (``model`` if given: ``load_model(cfg)``'s result
+    kept by a caller that renders many times), sampling, and the files written.
+
+    ``on_step(i, steps)`` is called after each sampling step (a web page's progress bar); an exception it
+    raises stops the render there (a cancelled job frees its worker at the next step).
+    """
     cfg.validate()
     h, w = cfg.height, cfg.width
     # 1. inputs first: a bad file fails before any model is built
@@ -137,12 +172,8 @@ def run(cfg: RenderConfig) -> RenderResult:
         clip = align_clip(clip, reference_full, h, w, str(cfg.reference))
 
     # 2. the model
-    from animlcm.stages.render.model import load_render_model
-
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
-    model = load_render_model(
-        cfg.model, preset=cfg.preset, random=cfg.random, teacher=cfg.teacher, device=device, dtype=dtype
-    )
+    if model is None:
+        model = load_model(cfg)
     settings = SamplerSettings(
         steps=cfg.steps,
         teacher=cfg.teacher,
@@ -158,6 +189,8 @@ def run(cfg: RenderConfig) -> RenderResult:
 
     # 3. sample
     bar, advance = _progress(cfg.progress, cfg.steps, f"rendering {clip.num_frames} frames")
+    if on_step is not None:
+        advance = _both(advance, lambda i: on_step(i, cfg.steps))
     with bar:
         out: RenderOutput = render_clip(
             model, reference, clip.skeleton, settings, face=face, progress=advance
