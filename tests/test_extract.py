@@ -392,3 +392,25 @@ def test_smpl_maps_are_written_when_a_model_is_given(tmp_path):
         assert v.guidance("normal", slice(None)).shape == (8, 128, 128, 3)
         assert v.smpl_params()["body_pose"].shape == (8, 69)
         assert v.smpl_valid().all()
+
+
+def test_a_video_decord_cannot_open_extracts_through_pyav(tmp_path, monkeypatch):
+    """Issue 16: real clips that decord refuses ('filter_graph.cc ... Check failed') but FFmpeg reads."""
+    from animlcm import videoread
+
+    src = synth_dancer(tmp_path / "clip.mp4", n=12)
+    straight = tmp_path / "straight"
+    run(tiny_cfg(pose="groundtruth"), [src], straight)
+
+    def refuses(_path):
+        raise RuntimeError("filter_graph.cc:61: Check failed: avfilter_graph_create_filter(...)")
+
+    monkeypatch.setattr(videoread, "_open_decord", refuses)
+    assert videoread.probe(src).backend == "pyav"
+    fallback = tmp_path / "fallback"
+    summary = run(tiny_cfg(pose="groundtruth"), [src], fallback)
+    assert not summary.failed, summary
+    with CacheReader(straight).open("clip") as a, CacheReader(fallback).open("clip") as b:
+        assert a.num_frames == b.num_frames == 12
+        diff = np.abs(a.frames(slice(0, 12)).astype(int) - b.frames(slice(0, 12)).astype(int))
+        assert diff.mean() < 3  # the same picture, whichever decoder read it

@@ -88,7 +88,7 @@ def test_empty_sources_fail_clearly(tmp_path):
         sources.load_pose_source(tmp_path / "missing.mp4", 32, 32)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(AnimlcmError, match="empty.mp4: cannot decode"):
+    with pytest.raises(AnimlcmError, match="empty.mp4: empty file"):
         sources.load_pose_source(empty, 32, 32)
 
 

@@ -114,11 +114,11 @@ def _source_signature(path: Path) -> tuple[int, float]:
 def _pass_one(
     cfg: ExtractConfig, path: Path, indices: np.ndarray, det_scale: float, backend: pose.PoseBackend,
     tools: _Tools, kp_src: np.ndarray, face_src: np.ndarray, face_found: np.ndarray, crops: np.ndarray,
-    kept: list[np.ndarray] | None, advance: Callable[..., None],
+    kept: list[np.ndarray] | None, advance: Callable[..., None], decoder: str = "decord",
 ) -> int:  # fmt: skip
     """Decode the source frames once: pose, face boxes and 256 px face crops (filled in place)."""
     pos = 0
-    for batch in decode.read_frames(path, indices, cfg.decode_batch_size):
+    for batch in decode.read_frames(path, indices, cfg.decode_batch_size, decoder):
         b = len(batch)
         small = np.stack([decode.resize_for_detection(f, det_scale) for f in batch])
         kp = backend(small, indices[pos : pos + b])
@@ -181,6 +181,7 @@ def extract_video(
                 crops,
                 kept if keep else None,
                 advance,
+                info.backend,
             )
             world = getattr(backend, "world_landmarks", None)
         finally:
@@ -205,7 +206,10 @@ def extract_video(
         frames = crop.apply_frames(np.concatenate(kept))
     else:
         frames = np.concatenate(
-            [crop.apply_frames(b) for b in decode.read_frames(path, indices, cfg.decode_batch_size)]
+            [
+                crop.apply_frames(b)
+                for b in decode.read_frames(path, indices, cfg.decode_batch_size, info.backend)
+            ]
         )
     del kept
     kp_out = crop.apply_points(kp_src)
