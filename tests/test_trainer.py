@@ -192,3 +192,35 @@ def test_ema_update_and_shared_encoders():
         s.unet.weight.add_(1.0)
     update_ema(t, s, names, 0.95)
     torch.testing.assert_close(t.unet.weight, 0.95 * before + 0.05 * s.unet.weight)
+
+
+@pytest.mark.parametrize(
+    "file, damage, says",
+    [
+        ("student.safetensors", "cut", "unreadable weights"),
+        ("target.safetensors", "garbage", "unreadable weights"),
+        ("optimizer.pt", "garbage", "optimizer.pt: unreadable"),
+        ("optimizer.pt", "cut", "optimizer.pt: unreadable"),
+        ("rng.pt", "missing", "rng.pt: missing"),
+        ("state.json", "cut", "state.json: not valid JSON"),
+    ],
+)
+def test_a_damaged_checkpoint_names_its_file_and_changes_nothing(tmp_path, file, damage, says):
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=3, checkpoint_every=3))
+    ckpt = latest_checkpoint(tmp_path / "r")
+    path = ckpt / file
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+    else:
+        path.unlink()
+    job = _job(tmp_path / "r")
+    before = {k: v.clone() for k, v in job.student.state_dict().items()}
+    with pytest.raises(AnimlcmError) as err:
+        train(job, LoopCfg(max_steps=6, resume=True))
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and says in msg and "\n" not in msg
+    assert f"delete {ckpt}" in msg  # and what to do about it
+    assert all(torch.equal(before[k], v) for k, v in job.student.state_dict().items())
