@@ -62,6 +62,23 @@ def _named(module: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     return {n: params[n].detach().to("cpu", copy=True).contiguous() for n in names}
 
 
+def _write_files(
+    tmp: Path, state: TrainState, student: nn.Module, train_names: list[str],
+    optimizer: torch.optim.Optimizer, target: nn.Module | None, target_names: list[str] | None,
+    extra: dict | None,
+) -> None:  # fmt: skip
+    save_file(_named(student, train_names), str(tmp / "student.safetensors"))
+    if target is not None:
+        save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
+    meta = {"step": state.step, "data_position": state.data_position, **(extra or {})}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def save_checkpoint(
     run: Path,
     state: TrainState,
@@ -78,17 +95,12 @@ def save_checkpoint(
     final = checkpoint_dir(run, state.step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_named(student, train_names), str(tmp / "student.safetensors"))
-    if target is not None:
-        save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    meta = {"step": state.step, "data_position": state.data_position, **(extra or {})}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+    try:
+        tmp.mkdir(parents=True)
+        _write_files(tmp, state, student, train_names, optimizer, target, target_names, extra)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
     if final.exists():  # re-saving the same step (a resumed run's first save): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
