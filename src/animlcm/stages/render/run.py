@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from animlcm.errors import AnimlcmError
-from animlcm.stages.render import align, preview, sources, videoio
+from animlcm.stages.render import align, precheck, preview, sources, videoio
 from animlcm.stages.render.config import RenderConfig
 from animlcm.stages.render.pipeline import (
     RenderOutput,
@@ -109,23 +109,10 @@ def _progress(enabled: bool, total: int, label: str):
     return bar, lambda i: bar.update(task, completed=i)
 
 
-MIN_REFERENCE_SIDE = 32  # below this a person cannot be seen, let alone animated
-
-
 def run(cfg: RenderConfig) -> RenderResult:
-    cfg.validate()
     h, w = cfg.height, cfg.width
-    # 1. inputs first: a bad file fails before any model is built
-    if cfg.reference is None:
-        raise AnimlcmError("no reference image given: pass REF_IMAGE (the person to animate)")
-    # a cut-out's transparent pixels become a white studio wall, not the black PIL would leave
-    reference_full = videoio.read_image(cfg.reference, alpha_background=255)
-    if min(reference_full.shape[:2]) < MIN_REFERENCE_SIDE:
-        rh, rw = reference_full.shape[:2]
-        raise AnimlcmError(
-            f"{cfg.reference}: the reference is {rw}x{rh} pixels; pass an image of at least "
-            f"{MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE} showing the person (it is resized to {w}x{h})"
-        )
+    # 1. inputs first: every check that needs no model (sizes, --steps, --out, files) before one is built
+    reference_full = precheck.check_all(cfg)
     if cfg.pose is None:
         clip = builtin_dance(h, w, cfg.max_frames, cfg.seed)
     else:

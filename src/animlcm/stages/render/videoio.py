@@ -61,12 +61,14 @@ def read_image(path: Path, *, alpha_background: int = 0) -> np.ndarray:
 
 
 def image_has_alpha(path: Path) -> bool:
-    """Whether an image file carries transparency (False for anything unreadable: read_image reports it)."""
+    """Whether an image has transparent pixels (False for anything unreadable: read_image reports it).
+
+    An alpha channel that is opaque everywhere (many exported photos) changes nothing, so it is no news."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return has_alpha(im)
+            return has_alpha(im) and bool((np.asarray(im.convert("RGBA"))[..., 3] < 255).any())
     except (OSError, ValueError):
         return False
 
