@@ -54,6 +54,11 @@ def read_image(path: Path, *, alpha_background: int = 0) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return _rgb(im, alpha_background)
+    except Image.DecompressionBombError:
+        raise AnimlcmError(
+            f"{path}: the image is too large to read safely (over {Image.MAX_IMAGE_PIXELS * 2} pixels); "
+            "resize it to under 4096 pixels a side"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise AnimlcmError(
             f"{path}: cannot read the image ({exc.__class__.__name__}); pass a PNG or JPEG"
@@ -69,7 +74,7 @@ def image_has_alpha(path: Path) -> bool:
     try:
         with Image.open(path) as im:
             return has_alpha(im) and bool((np.asarray(im.convert("RGBA"))[..., 3] < 255).any())
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return False
 
 
