@@ -138,6 +138,7 @@ CASES = [
     ("inspect W/cut_cache", "manifest.json"),
     ("eval --model W/cut_model --cache W/no_cache --out W/e", "no_cache"),
     ("eval --cache W/cut_cache --out W/e", "manifest.json"),
+    ("eval --cache W/cut_cache --out W/notes.txt/e", "notes.txt"),
     ("eval --model W/cut_json --cache W/cut_cache --out W/e", "manifest.json"),  # the cheaper check first
     ("export W/cut_model --out W/x", "model.safetensors"),
     ("export W/cut_json --out W/x", "animlcm.json"),
