@@ -144,3 +144,18 @@ def test_sd15_random_sizes_match_sd15_and_animatediff():
         counts["reference_unet"] == 859_520_964 - (320 * 9 * 4 + 4) - 2 * 320
     )  # minus conv_out, conv_norm_out
     assert 0.30e9 < counts["image_encoder"] < 0.31e9  # CLIP ViT-L/14 vision + projection
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "vae/diffusion_pytorch_model.safetensors"])
+def test_a_truncated_weights_file_is_named(teacher_dir, tmp_path, file):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(teacher_dir, folder)
+    path = folder / file
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(AnimlcmError) as err:
+        load_model_folder(folder)
+    msg = str(err.value)
+    assert "\n" not in msg and "copy" in msg
+    assert msg.startswith(str(path if file == "model.safetensors" else path.parent)), msg

@@ -192,3 +192,61 @@ def test_ema_update_and_shared_encoders():
         s.unet.weight.add_(1.0)
     update_ema(t, s, names, 0.95)
     torch.testing.assert_close(t.unet.weight, 0.95 * before + 0.05 * s.unet.weight)
+
+
+@pytest.mark.parametrize(
+    "file, damage, says",
+    [
+        ("student.safetensors", "cut", "unreadable weights"),
+        ("target.safetensors", "garbage", "unreadable weights"),
+        ("optimizer.pt", "garbage", "optimizer.pt: unreadable"),
+        ("optimizer.pt", "cut", "optimizer.pt: unreadable"),
+        ("rng.pt", "missing", "rng.pt: missing"),
+        ("state.json", "cut", "state.json: not valid JSON"),
+    ],
+)
+def test_a_damaged_checkpoint_names_its_file_and_changes_nothing(tmp_path, file, damage, says):
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=3, checkpoint_every=3))
+    ckpt = latest_checkpoint(tmp_path / "r")
+    path = ckpt / file
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+    else:
+        path.unlink()
+    job = _job(tmp_path / "r")
+    before = {k: v.clone() for k, v in job.student.state_dict().items()}
+    with pytest.raises(AnimlcmError) as err:
+        train(job, LoopCfg(max_steps=6, resume=True))
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and says in msg and "\n" not in msg
+    assert f"delete {ckpt}" in msg  # and what to do about it
+    assert all(torch.equal(before[k], v) for k, v in job.student.state_dict().items())
+
+
+def test_a_full_disk_names_the_last_checkpoint_and_resume_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from animlcm.stages.distill import checkpoint
+
+    real, calls = checkpoint.save_file, {"n": 0}
+
+    def fills_up(tensors, filename, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the second checkpoint's first file (student + target per checkpoint)
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    with pytest.raises(AnimlcmError) as err:
+        train(_job(tmp_path / "r"), LoopCfg(max_steps=6, checkpoint_every=3))
+    msg = str(err.value)
+    first = latest_checkpoint(tmp_path / "r")
+    assert first is not None and first.name == "step-0000003"
+    assert "student.safetensors: cannot write (the disk is full)" in msg and "\n" not in msg
+    assert f"the last complete checkpoint {first} is kept" in msg
+    assert not list((tmp_path / "r" / "checkpoints").glob("*.tmp"))  # no half checkpoint
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert train(_job(tmp_path / "r"), LoopCfg(max_steps=6, checkpoint_every=3, resume=True)).steps == 6

@@ -63,7 +63,12 @@ def read_folder_meta(directory: str | Path) -> dict:
         data = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise AnimlcmError(f"{meta_path}: not valid JSON ({exc.msg}); re-create the folder") from None
-    if data.get("kind") not in KINDS or "network" not in data:
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise AnimlcmError(f"{meta_path}: unreadable ({why}); check its permissions, or re-create it") from (
+            None
+        )
+    if not isinstance(data, dict) or data.get("kind") not in KINDS or "network" not in data:
         raise AnimlcmError(
             f"{meta_path}: kind must be one of {KINDS} with a network config; re-create the folder"
         )
@@ -203,11 +208,11 @@ def _load_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from animlcm.safeload import load_safetensors
 
-    if not path.exists():
-        raise AnimlcmError(f"{path}: missing; the model folder is incomplete, re-create it")
-    return load_file(str(path))
+    return load_safetensors(
+        path, f"the model folder {path.parent} is incomplete or damaged: copy it again or re-create it"
+    )
 
 
 def load_model_folder(
@@ -260,9 +265,17 @@ def load_model_folder(
 
             # torch_dtype at load time (not .to(dtype) after): diffusers keeps the parts that must stay
             # float32 in float32 that way, and warns on every load otherwise
-            loaded_vae = AutoencoderKL.from_pretrained(
-                str(vae_dir), use_safetensors=True, torch_dtype=dtype
-            ).to(device)
+            try:
+                loaded_vae = AutoencoderKL.from_pretrained(
+                    str(vae_dir), use_safetensors=True, torch_dtype=dtype
+                ).to(device)
+            except Exception as exc:  # diffusers passes on safetensors', json's and OS errors as they are
+                from animlcm.safeload import reason
+
+                raise AnimlcmError(
+                    f"{vae_dir}: unreadable VAE folder ({reason(exc)}); copy the model folder again or "
+                    "re-create it"
+                ) from None
             loaded_vae.eval()
     return LoadedModel(
         net=net, vae=loaded_vae, schedule=schedule, kind=data["kind"], meta=meta, path=directory

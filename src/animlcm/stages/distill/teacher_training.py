@@ -23,7 +23,14 @@ from animlcm.diffusion.param import add_noise, to_v
 from animlcm.diffusion.schedule import NoiseSchedule
 from animlcm.errors import AnimlcmError
 from animlcm.stages.distill.loop_config import RESUMABLE_CHANGES, STAGES, LoopSettings
-from animlcm.stages.distill.trainer import TrainJob, TrainResult, make_accelerator, prepare_run_dir, train
+from animlcm.stages.distill.trainer import (
+    TrainJob,
+    TrainResult,
+    check_inputs,
+    make_accelerator,
+    prepare_run_dir,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     cfg.validate()
     cfg.check_paths()
     out = Path(cfg.out)
+    check_inputs(out, cfg.cache, cfg.init, cfg.resume)
     prepare_run_dir(out, cfg, RESUMABLE_CHANGES)
     accelerator = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)

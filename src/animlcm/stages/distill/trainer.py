@@ -97,16 +97,33 @@ def make_optimizer(params: list[nn.Parameter], cfg: Any) -> torch.optim.Optimize
 
 
 # ---------------------------------------------------------------------------------------------- run folder
+def check_inputs(out: Path, cache: Path, model: Path | None, resume: bool = False) -> None:
+    """What a training run reads and writes, checked from files alone before the run folder is touched
+    and before any model loads: --out (and its settings with --resume), the cache's manifest and files,
+    the model folder's animlcm.json."""
+    from animlcm.models.io import read_folder_meta
+    from animlcm.outputs import check_output
+    from animlcm.stages.distill.data import check_cache
+
+    check_output(Path(out), "--out", folder=True)
+    if resume and (Path(out) / "config.yaml").exists():
+        _saved_settings(Path(out) / "config.yaml")
+    check_cache(Path(cache))
+    if model is not None:
+        read_folder_meta(model)
+
+
 def prepare_run_dir(out: Path, cfg: Any, resumable: frozenset[str]) -> None:
     """Create ``out`` and write ``config.yaml``; with ``resume``, check the settings still match."""
+    from animlcm.outputs import check_output, disk_errors
+
     out = Path(out)
+    check_output(out, "--out", folder=True)  # before any model loads
     saved = out / "config.yaml"
     if cfg.resume:
         if not saved.exists():
             raise AnimlcmError(f"{out}: nothing to resume (no config.yaml); drop --resume to start this run")
-        import yaml
-
-        old = yaml.safe_load(saved.read_text()) or {}
+        old = _saved_settings(saved)
         new = to_plain(cfg)
         changed = sorted(k for k in new if k not in resumable and k in old and old[k] != new[k])
         if changed:
@@ -119,8 +136,24 @@ def prepare_run_dir(out: Path, cfg: Any, resumable: frozenset[str]) -> None:
         raise AnimlcmError(
             f"{out}: already holds checkpoints; pass --resume to continue it, or choose a new --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(dataclasses.replace(cfg, resume=False), saved)
+    with disk_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(dataclasses.replace(cfg, resume=False), saved)
+
+
+def _saved_settings(saved: Path) -> dict:
+    """A run folder's config.yaml as a dict, or one line saying it is damaged."""
+    import yaml
+
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        old = None
+    if not isinstance(old, dict):
+        raise AnimlcmError(
+            f"{saved}: unreadable settings (cut or broken by hand); restore the file or start a new --out"
+        )
+    return old
 
 
 class JsonlLog:
@@ -176,7 +209,24 @@ def _progress(enabled: bool):
 
 # ---------------------------------------------------------------------------------------------- the loop
 def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult:
-    """Run ``cfg.max_steps`` optimizer steps of ``job.step_fn`` (continuing from a checkpoint with resume)."""
+    """Run ``cfg.max_steps`` optimizer steps of ``job.step_fn`` (continuing from a checkpoint with resume).
+
+    A full or read-only disk stops the run with one line naming the last complete checkpoint (checkpoints
+    are written whole or not at all, so ``--resume`` continues from it once there is space).
+    """
+    from animlcm.outputs import disk_errors
+
+    def kept() -> str:
+        ckpt = latest_checkpoint(job.out)
+        if ckpt is None:
+            return "no checkpoint was complete yet"
+        return f"the last complete checkpoint {ckpt} is kept (--resume continues from it)"
+
+    with disk_errors(Path(job.out), kept):
+        return _train(job, cfg, description=description)
+
+
+def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     accelerator = job.accelerator or make_accelerator(cfg)
     Path(job.out).mkdir(parents=True, exist_ok=True)
     unwrapped = job.student
@@ -413,6 +463,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         cfg = dataclasses.replace(cfg, progress=progress)
     cfg.check_paths()
     out = Path(cfg.out)
+    check_inputs(out, cfg.cache, cfg.teacher, cfg.resume)
     prepare_run_dir(out, cfg, _resumable())
     accelerator = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from animlcm.errors import AnimlcmError
-from animlcm.stages.render import align, preview, sources, videoio
+from animlcm.stages.render import align, precheck, preview, sources, videoio
 from animlcm.stages.render.config import RenderConfig
 from animlcm.stages.render.pipeline import (
     RenderModel,
@@ -122,9 +122,6 @@ def _both(first: Callable[[int], None] | None, second: Callable[[int], None]) ->
     return advance
 
 
-MIN_REFERENCE_SIDE = 32  # below this a person cannot be seen, let alone animated
-
-
 def load_model(cfg: RenderConfig) -> RenderModel:
     """The network ``cfg`` renders with (``--model``, the built-in student, ``--teacher``'s, ``--random``),
     on ``cfg``'s device and dtype; ``run`` calls it, and a server calls it once and keeps the result."""
@@ -148,19 +145,9 @@ def run(
     ``on_step(i, steps)`` is called after each sampling step (a web page's progress bar); an exception it
     raises stops the render there (a cancelled job frees its worker at the next step).
     """
-    cfg.validate()
     h, w = cfg.height, cfg.width
-    # 1. inputs first: a bad file fails before any model is built
-    if cfg.reference is None:
-        raise AnimlcmError("no reference image given: pass REF_IMAGE (the person to animate)")
-    # a cut-out's transparent pixels become a white studio wall, not the black PIL would leave
-    reference_full = videoio.read_image(cfg.reference, alpha_background=255)
-    if min(reference_full.shape[:2]) < MIN_REFERENCE_SIDE:
-        rh, rw = reference_full.shape[:2]
-        raise AnimlcmError(
-            f"{cfg.reference}: the reference is {rw}x{rh} pixels; pass an image of at least "
-            f"{MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE} showing the person (it is resized to {w}x{h})"
-        )
+    # 1. inputs first: every check that needs no model (sizes, --steps, --out, files) before one is built
+    reference_full = precheck.check_all(cfg)
     if cfg.pose is None:
         clip = builtin_dance(h, w, cfg.max_frames, cfg.seed)
     else:
