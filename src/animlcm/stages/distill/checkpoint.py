@@ -121,10 +121,30 @@ def load_checkpoint(
     target: nn.Module | None = None,
     target_names: list[str] | None = None,
 ) -> TrainState:
-    """Restore everything ``save_checkpoint`` wrote (strict about parameter names)."""
+    """Restore everything ``save_checkpoint`` wrote (strict about parameter names). A file that does not
+    read (cut short, damaged) raises one line naming it."""
     folder = Path(folder)
     if not (folder / "state.json").exists():
         raise AnimlcmError(f"{folder}: not a complete checkpoint (no state.json); delete it and resume again")
+    try:
+        return _load(folder, student, train_names, optimizer, target, target_names)
+    except AnimlcmError:
+        raise
+    except Exception as error:  # safetensors, torch.load and json each have their own error types
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise AnimlcmError(
+            f"{folder}: damaged checkpoint ({reason}); delete it to resume from the one before"
+        ) from None
+
+
+def _load(
+    folder: Path,
+    student: nn.Module,
+    train_names: list[str],
+    optimizer: torch.optim.Optimizer,
+    target: nn.Module | None,
+    target_names: list[str] | None,
+) -> TrainState:
     _load_into(student, folder / "student.safetensors", train_names)
     if target is not None:
         _load_into(target, folder / "target.safetensors", target_names or [])
