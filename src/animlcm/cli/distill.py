@@ -49,7 +49,9 @@ def parse_pair(value: str | None, flag: str) -> tuple[float, float] | None:
 
 
 def loop_summary(title: str, result, extra: dict[str, str]) -> None:
-    """The rich table both training commands print at the end."""
+    """The rich table both training commands print at the end (once: by the main process)."""
+    if not getattr(result, "main_process", True):
+        return
     from rich.console import Console
     from rich.table import Table
 

@@ -171,8 +171,9 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     cfg.check_paths()
     out = Path(cfg.out)
     check_inputs(out, cfg.cache, cfg.init, cfg.resume)
-    prepare_run_dir(out, cfg, RESUMABLE_CHANGES)
     accelerator = make_accelerator(cfg)
+    prepare_run_dir(out, cfg, RESUMABLE_CHANGES, write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
     if cfg.init is not None:
         loaded = load_model_folder(cfg.init, accelerator.device)
