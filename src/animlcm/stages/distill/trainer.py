@@ -521,7 +521,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
-    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces
+    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces, same_conditioning
 
     cfg = cfg.with_method_defaults()
     if progress is not None:
@@ -572,9 +572,12 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         preload=cfg.preload,
         seed=cfg.seed,
     )
+    # the frozen reference net runs once per step where target and teacher would compute the same features
     models = DistillModels(
         student=student, target=target, teacher=teacher, schedule=loaded.schedule,
         vae=vae if faces else None,
+        target_same_conditioning=cfg.reuse_reference and same_conditioning(student, target),
+        teacher_same_conditioning=cfg.reuse_reference and same_conditioning(student, teacher),
     )  # fmt: skip
 
     def step_fn(batch, model, generator):
