@@ -264,13 +264,23 @@ def main() -> int:
 STAT_KEYS = ("psnr", "psnr_vs_teacher", "part_colour_error", "psnr_person", "psnr_background", "ssim", "l1")
 
 
+def variant_of(row: dict) -> str:
+    """The row's variant name; rows of a quality.json from before seeds and variants get one from their
+    model and method."""
+    if row.get("variant"):
+        return row["variant"]
+    if row.get("model") == "variant":
+        return row["method"] + (f" ({row['ablation']})" if row.get("ablation") else "")
+    return "teacher" if row["method"] == "teacher" else "built-in"
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """Rows of several seeds -> one row per (variant, steps): every metric's mean (the eval row schema, for
     the plots) plus ``{key}_sd`` (standard deviation over seeds) and ``seeds`` (how many)."""
     import numpy as np
 
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in ({**r, "variant": variant_of(r)} for r in rows):
         groups.setdefault((r["variant"], r["method"], r["ablation"], r["steps"]), []).append(r)
     out = []
     for (name, _, _, _), group in groups.items():
@@ -291,8 +301,8 @@ def paired(rows: list[dict], a: str, b: str, steps: int, key: str) -> tuple[floa
     import numpy as np
 
     def by_seed(name: str) -> dict[int, float]:
-        return {r["seed"]: r[key] for r in rows
-                if r["variant"] == name and r["steps"] == steps and r.get(key) is not None}  # fmt: skip
+        return {r.get("seed", 0): r[key] for r in rows
+                if variant_of(r) == name and r["steps"] == steps and r.get(key) is not None}  # fmt: skip
 
     va, vb = by_seed(a), by_seed(b)
     diffs = [va[s] - vb[s] for s in sorted(set(va) & set(vb))]
@@ -323,17 +333,24 @@ def _cell(row: dict, key: str, digits: int = 2) -> str:
 
 
 def seed_table(rows: list[dict]) -> str:
-    """Mean ± standard deviation over seeds of the measures that tell the rows apart."""
-    head = ["model", "steps", "PSNR", "PSNR vs teacher", "part colour err", "PSNR person", "PSNR bg", "SSIM",
-            "seeds"]  # fmt: skip
+    """Mean ± standard deviation over seeds of the measures that tell the rows apart (the appearance columns
+    where the clips had part labels)."""
+    columns = [("PSNR", "psnr", 2), ("PSNR vs teacher", "psnr_vs_teacher", 2)]
+    if any(r.get("part_colour_error") is not None for r in rows):
+        columns += [("part colour err", "part_colour_error", 2), ("PSNR person", "psnr_person", 2),
+                    ("PSNR bg", "psnr_background", 2)]  # fmt: skip
+    columns.append(("SSIM", "ssim", 4))
+    head = ["model", "steps", *[c[0] for c in columns], "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         name = r["variant"] if r["variant"] != "built-in" else f"built-in ({r['method']})"
-        lines.append("| " + " | ".join([
-            name, str(r["steps"]), _cell(r, "psnr"), _cell(r, "psnr_vs_teacher"),
-            _cell(r, "part_colour_error"), _cell(r, "psnr_person"), _cell(r, "psnr_background"),
-            _cell(r, "ssim", 4), str(r["seeds"]),
-        ]) + " |")  # fmt: skip
+        cells = [
+            name,
+            str(r["steps"]),
+            *[_cell(r, key, digits) for _, key, digits in columns],
+            str(r["seeds"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -397,20 +414,24 @@ def _write(out: Path, budget: dict, rows: list[dict]) -> None:
 
     builtin = [r for r in means if r.get("model") != "variant"]
     variants = [r for r in means if r.get("model") == "variant"]
-    seeds = budget.get("seeds", [])
+    seeds = budget.get("seeds", [0])
+    clips = budget.get("heldout", {}).get("clips") or "the"
     text = (
-        f"Every row re-animates each of {budget['heldout']['clips']} held-out clips from its first frame, "
+        f"Every row re-animates each of {clips} held-out clips from its first frame, "
         f"once per seed ({', '.join(map(str, seeds))}; a variant is also distilled once per seed): mean ± "
         "standard deviation over seeds. PSNR against the real frames; PSNR vs teacher: against the teacher's "
         f"own {budget['vs_teacher_steps']}-step DDIM render at CFG {budget['vs_teacher_cfg']:g} (the "
         "guidance the students were distilled with) from the same starting noise: how closely a row "
         "reproduces what the students imitate. Teacher rows use DDIM + CFG "
         f"{budget['teacher_cfg']:g}, or the CFG in their name.\n\n"
-        "Appearance, from the held-out clips' body-part label maps: part colour err is the RGB distance "
-        "(0-255) between the mean colours of the render and of the truth inside each part's true mask, "
-        "averaged over frames and clips, then over the parts; PSNR person / bg: PSNR over the person's / the "
-        "background's pixels only.\n\n"
     )
+    if any(r.get("part_colour_error") is not None for r in rows):
+        text += (
+            "Appearance, from the held-out clips' body-part label maps: part colour err is the RGB "
+            "distance (0-255) between the mean colours of the render and of the truth inside each part's "
+            "true mask, averaged over frames and clips, then over the parts; PSNR person / bg: PSNR over the "
+            "person's / the background's pixels only.\n\n"
+        )
     if "run" in budget:
         r = budget["run"]
         text += (
