@@ -188,6 +188,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         train_modules: Annotated[OptStr, typer.Option("--train-modules", help="all | motion | lora.")] = None,
         progress: ProgressOpt = True,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."
+            ),
+        ] = False,
+        gpu_memory: Annotated[
+            OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
+        ] = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -217,6 +226,11 @@ def register(app: typer.Typer) -> None:
             train_modules=train_modules, progress=None if progress else False,
         )  # fmt: skip
         cfg = resolve_config(DistillConfig, preset, config, overrides)
+        if dry_run:
+            from animlcm.stages.distill.memory import plan_distill, print_plan
+
+            print_plan(plan_distill(cfg), gpu_memory)
+            return
         result = run(cfg)
         loop_summary(
             f"distill {cfg.method} / {cfg.stage}",
