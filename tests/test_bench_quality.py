@@ -70,7 +70,7 @@ def test_quality_md_shows_seed_means_spreads_claims_and_targets(quality, tmp_pat
     # the claim: full minus ablated per seed is 1.1, 1.0, 0.9: +1.00 ± 0.06 (standard error), reproduced
     assert "| DanceLCM Table 3 | the auxiliary ground-truth head helps (`dancelcm` vs `dancelcm-no-aux`) | " \
            "+1.00 ± 0.06 |" in text  # fmt: skip
-    assert "| 3 | reproduced |" in text
+    assert "| 3 | reproduced | within noise |" in text  # every row has the same PSNR vs teacher here
     # the targets, from the means: 4-step student +0.10 dB against the teacher at 25, +3.10 over its 4 steps
     assert "within 0.3 dB of the teacher at 25 steps: +0.10 dB (met)" in text
     assert "above the teacher's 4-step DDIM: +3.10 dB (met)" in text
