@@ -49,15 +49,23 @@ def test_segmented_scheduler_is_the_render_sampler(schedule, segments, steps, de
     if segments == 1:
         render = sample_consistency(
             lambda x, t: consistency_from_output(toy_model(x, t), x, t, abar=abar, kind=kind),
-            x_T, lcm_timesteps(steps, 50), abar=abar, generator=torch.Generator().manual_seed(7),
+            x_T,
+            lcm_timesteps(steps, 50),
+            abar=abar,
+            generator=torch.Generator().manual_seed(7),
             deterministic=deterministic,
-        )  # fmt: skip
+        )
     else:
         render = sample_segmented(
             lambda x, t, s: consistency_from_output(toy_model(x, t), x, t, abar=abar, kind=kind, s=s),
-            x_T, segment_edges(segments, 50), abar=abar, steps=steps, num_ddim_steps=50,
-            generator=torch.Generator().manual_seed(7), deterministic=deterministic,
-        )  # fmt: skip
+            x_T,
+            segment_edges(segments, 50),
+            abar=abar,
+            steps=steps,
+            num_ddim_steps=50,
+            generator=torch.Generator().manual_seed(7),
+            deterministic=deterministic,
+        )
     assert (sched.config.num_segments, sched.config.deterministic) == (segments, deterministic)
     assert torch.equal(ours, render)
     # and the noise matters: another seed gives other samples (unless nothing is drawn)
@@ -82,8 +90,11 @@ def test_lcm_scheduler_of_a_k1_student_matches_render(schedule, steps):
     _, denoised = drive(lcm, x_T, steps, seed=7)
     render = sample_consistency(
         lambda x, t: consistency_from_output(toy_model(x, t), x, t, abar=abar, kind=kind),
-        x_T, lcm_timesteps(steps, 20), abar=abar, generator=torch.Generator().manual_seed(7),
-    )  # fmt: skip
+        x_T,
+        lcm_timesteps(steps, 20),
+        abar=abar,
+        generator=torch.Generator().manual_seed(7),
+    )
     assert torch.allclose(denoised, render, rtol=1e-6, atol=1e-6)
 
 
@@ -106,8 +117,13 @@ def test_ddim_scheduler_of_a_teacher_is_the_render_sampler(schedule, steps):
         x = ddim.step(guided(x, t), t, x, eta=0.0, return_dict=False)[0]
     render = sample_ddim_cfg(
         lambda x, t, c: toy_model(x, t) if c == "c" else 0.5 * toy_model(x, t) - 0.1,
-        x_T, teacher_timesteps(steps, schedule), cond="c", uncond="u", cfg=cfg, schedule=schedule,
-    )  # fmt: skip
+        x_T,
+        teacher_timesteps(steps, schedule),
+        cond="c",
+        uncond="u",
+        cfg=cfg,
+        schedule=schedule,
+    )
     assert torch.equal(x, render)
 
 
