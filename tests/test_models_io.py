@@ -34,7 +34,10 @@ def vae():
 
 @pytest.fixture(scope="module")
 def teacher_dir(net, vae, tmp_path_factory):
-    return save_model_folder(net, vae, tmp_path_factory.mktemp("io") / "teacher", meta={"note": "x"})
+    """A folder in the flat layout (what earlier versions wrote, and the built-in models are): it must keep
+    loading; the diffusers layout new folders get is tested in test_diffusers_folder.py."""
+    folder = tmp_path_factory.mktemp("io") / "teacher"
+    return save_model_folder(net, vae, folder, meta={"note": "x"}, layout="flat")
 
 
 def outputs(net, seed=0):
@@ -116,7 +119,7 @@ def test_not_a_model_folder(tmp_path, make):
 def test_loading_is_strict(net, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    d = save_model_folder(net, None, tmp_path / "t")
+    d = save_model_folder(net, None, tmp_path / "t", layout="flat")
     state = load_file(str(d / WEIGHTS_FILE))
     dropped = dict(state)
     dropped.pop("pose_guider.encoders.skeleton.conv_out.bias")
