@@ -136,7 +136,7 @@ def test_bad_uploads_get_the_clis_messages_with_the_visitors_names(inputs, pool,
             str(tmp_path / "o.mp4"),
         ]
     )
-    assert "cannot decode the video" in str(cli.exception)
+    assert "not a readable video" in str(cli.exception)
     req = RenderRequest(
         inputs / "ref.png", (up / "broken.mp4",), names={str(up / "broken.mp4"): "broken.mp4"}
     )

@@ -90,7 +90,7 @@ def check_video(path: Path, limits: UploadLimits, name: str) -> None:
             elif container.duration is not None:
                 seconds = container.duration / 1e6  # av.time_base: microseconds
     except av.error.FFmpegError:
-        return  # corrupt or not a video: the render stage's "cannot decode the video" line
+        return  # corrupt or not a video: the video reader's "not a readable video" line
     _check_side(width, height, limits, name, "video")
     if seconds is not None and seconds > limits.max_video_seconds:
         raise AnimlcmError(
