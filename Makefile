@@ -4,9 +4,9 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test lint demo bench bench-quality models clean
+.PHONY: install test lint demo bench bench-quality models clean chromium
 
-install: $(STAMP)
+install: $(STAMP) chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -14,13 +14,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt diffusers transformers peft accelerate safetensors h5py typer rich \
 	    tqdm av decord opencv-python-headless smplx torchmetrics onnxruntime protobuf absl-py attrs \
-	    flatbuffers matplotlib pyyaml pytest ruff
+	    flatbuffers matplotlib pyyaml pytest ruff gradio gradio_client playwright
 	# mediapipe's and rtmlib's declared extras (jax, opencv-contrib, sounddevice) are not needed
 	$(PIP) install -q --no-deps -c constraints.txt mediapipe rtmlib
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# the browser test of `animlcm serve` drives Debian's Chromium through Playwright (Playwright's own browser
+# download is not reachable); CI runs as root on a fresh machine, so it is installed here when missing
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else \
+	        echo "note: no chromium and not root: 'sudo apt-get install chromium' for the browser test"; \
+	    fi; \
+	fi
+
+test: $(STAMP) chromium
 	$(PY) -m pytest
 
 lint: $(STAMP)

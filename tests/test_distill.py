@@ -274,6 +274,7 @@ def test_distill_resume_is_bit_exact(tiny_cache, tiny_teacher, tmp_path):
     """The must-pass test: 6 steps straight == 3 steps + --resume + 3 steps (student and EMA target)."""
     from safetensors.torch import load_file
 
+    from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.trainer import run
 
     kw = dict(method="dancelcm", face_tokens=False, lr=1e-3, checkpoint_every=3, w_range=(1.0, 3.0))
@@ -286,9 +287,9 @@ def test_distill_resume_is_bit_exact(tiny_cache, tiny_teacher, tmp_path):
         b = load_file(str(tmp_path / "b/checkpoints/step-0000006" / name))
         assert a.keys() == b.keys() and len(a) > 10
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    a = load_file(str(tmp_path / "a/student/model.safetensors"))
-    b = load_file(str(tmp_path / "b/student/model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = load_model_folder(tmp_path / "a/student", vae=False).net.state_dict()
+    b = load_model_folder(tmp_path / "b/student", vae=False).net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     s3 = load_file(str(tmp_path / "b/checkpoints/step-0000003/student.safetensors"))
     assert any(
         not torch.equal(s3[k], a_k)
@@ -527,3 +528,51 @@ def test_reference_features_computed_once_and_shared(share, faces, calls, tiny_c
     assert set(terms) == {"cd", "eta", "cons"} and torch.isfinite(loss)
     loss.backward()
     assert student.unet.conv_in.weight.grad is not None  # gradients reach the student
+
+
+def test_reference_net_runs_once_where_target_and_teacher_would_match_it_exactly(tiny_cache, tiny_teacher):
+    """lcm (no ReferenceLCM sharing, no face tokens): when target and teacher hold the student's frozen
+    reference net and image encoder, one reference pass serves all three and the step's numbers are
+    bit-identical to computing each; a face projector or different weights switch it off."""
+    import copy
+
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.step import DistillModels, distill_step, same_conditioning
+    from animlcm.stages.distill.trainer import _trainable, with_heads
+
+    cfg = DistillConfig(method="lcm", w=1.0).with_method_defaults()
+    loaded = load_model_folder(tiny_teacher, vae=False)
+    teacher = with_heads(loaded.net, False, False).requires_grad_(False)
+    student = with_heads(teacher, False, False)
+    _trainable(student, cfg)
+    target = make_target(student)
+    assert same_conditioning(student, target) and same_conditioning(student, teacher)
+    ds = DistillDataset(tiny_cache)
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    results = []
+    for reuse in (False, True):
+        models = DistillModels(student, target, teacher, loaded.schedule, None, reuse, reuse)
+        count: list[int] = []
+        nets = {
+            id(m.reference_unet): m.reference_unet for m in (student, target, teacher)
+        }  # target may share
+        hooks = [
+            net.register_forward_hook(lambda m, a, o, count=count: count.append(1)) for net in nets.values()
+        ]
+        try:
+            loss, terms = distill_step(batch, student, models, cfg, torch.Generator().manual_seed(3))
+        finally:
+            for h in hooks:
+                h.remove()
+        results.append((len(count), float(loss), {k: float(v) for k, v in terms.items()}))
+    assert results[0][0] == 3 and results[1][0] == 1
+    assert results[0][1:] == results[1][1:]  # exactly the same step
+    # what must switch it off: a face projector (it trains), other weights, another dtype
+    assert not same_conditioning(with_heads(student, True, False), target)
+    moved = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(moved.reference_unet.parameters()).add_(1e-3)
+    assert not same_conditioning(student, moved)
+    assert not same_conditioning(student, copy.deepcopy(teacher).to(torch.float64))

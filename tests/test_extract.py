@@ -392,3 +392,61 @@ def test_smpl_maps_are_written_when_a_model_is_given(tmp_path):
         assert v.guidance("normal", slice(None)).shape == (8, 128, 128, 3)
         assert v.smpl_params()["body_pose"].shape == (8, 69)
         assert v.smpl_valid().all()
+
+
+def test_a_video_decord_cannot_open_extracts_through_pyav(tmp_path, monkeypatch):
+    """Issue 16: real clips that decord refuses ('filter_graph.cc ... Check failed') but FFmpeg reads."""
+    from animlcm import videoread
+
+    src = synth_dancer(tmp_path / "clip.mp4", n=12)
+    straight = tmp_path / "straight"
+    run(tiny_cfg(pose="groundtruth"), [src], straight)
+
+    def refuses(_path):
+        raise RuntimeError("filter_graph.cc:61: Check failed: avfilter_graph_create_filter(...)")
+
+    monkeypatch.setattr(videoread, "_open_decord", refuses)
+    assert videoread.probe(src).backend == "pyav"
+    fallback = tmp_path / "fallback"
+    summary = run(tiny_cfg(pose="groundtruth"), [src], fallback)
+    assert not summary.failed, summary
+    with CacheReader(straight).open("clip") as a, CacheReader(fallback).open("clip") as b:
+        assert a.num_frames == b.num_frames == 12
+        diff = np.abs(a.frames(slice(0, 12)).astype(int) - b.frames(slice(0, 12)).astype(int))
+        assert diff.mean() < 3  # the same picture, whichever decoder read it
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_finished_videos(dancers, tmp_path, monkeypatch):
+    import errno
+    import importlib
+
+    run_module = importlib.import_module("animlcm.stages.extract.run")
+
+    real = run_module.VideoWriter
+
+    class FullAfterTwo(real):
+        def write(self, path, array, attrs=None):
+            if self.name == "dancer_2":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(path, array, attrs)
+
+    monkeypatch.setattr(run_module, "VideoWriter", FullAfterTwo)
+    out = tmp_path / "cache"
+    with pytest.raises(AnimlcmError) as err:
+        run(tiny_cfg(pose="groundtruth"), [dancers], out)
+    msg = str(err.value)
+    assert msg.startswith(str(out)) and "disk is full" in msg and "2 finished videos are kept" in msg
+    assert "\n" not in msg
+    assert CacheReader(out).videos == ["dancer_0", "dancer_1"]  # finished work is never lost
+    assert not list(out.glob("*.tmp"))  # and no half file is left
+    monkeypatch.setattr(run_module, "VideoWriter", real)
+    summary = run(tiny_cfg(pose="groundtruth"), [dancers], out)  # space freed: the same command goes on
+    assert [r.status for r in summary.results] == ["skipped"] * 2 + ["ok"] * 3
+
+
+def test_extract_out_under_a_file_fails_before_any_work(dancers, tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    with pytest.raises(AnimlcmError, match=r"notes.txt is a file, not a folder"):
+        run(tiny_cfg(pose="groundtruth"), [dancers], blocker / "cache")
+    assert blocker.read_text() == "a file"

@@ -34,7 +34,10 @@ def vae():
 
 @pytest.fixture(scope="module")
 def teacher_dir(net, vae, tmp_path_factory):
-    return save_model_folder(net, vae, tmp_path_factory.mktemp("io") / "teacher", meta={"note": "x"})
+    """A folder in the flat layout (what earlier versions wrote, and the built-in models are): it must keep
+    loading; the diffusers layout new folders get is tested in test_diffusers_folder.py."""
+    folder = tmp_path_factory.mktemp("io") / "teacher"
+    return save_model_folder(net, vae, folder, meta={"note": "x"}, layout="flat")
 
 
 def outputs(net, seed=0):
@@ -116,7 +119,7 @@ def test_not_a_model_folder(tmp_path, make):
 def test_loading_is_strict(net, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    d = save_model_folder(net, None, tmp_path / "t")
+    d = save_model_folder(net, None, tmp_path / "t", layout="flat")
     state = load_file(str(d / WEIGHTS_FILE))
     dropped = dict(state)
     dropped.pop("pose_guider.encoders.skeleton.conv_out.bias")
@@ -144,3 +147,18 @@ def test_sd15_random_sizes_match_sd15_and_animatediff():
         counts["reference_unet"] == 859_520_964 - (320 * 9 * 4 + 4) - 2 * 320
     )  # minus conv_out, conv_norm_out
     assert 0.30e9 < counts["image_encoder"] < 0.31e9  # CLIP ViT-L/14 vision + projection
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "vae/diffusion_pytorch_model.safetensors"])
+def test_a_truncated_weights_file_is_named(teacher_dir, tmp_path, file):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(teacher_dir, folder)
+    path = folder / file
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(AnimlcmError) as err:
+        load_model_folder(folder)
+    msg = str(err.value)
+    assert "\n" not in msg and "copy" in msg
+    assert msg.startswith(str(path if file == "model.safetensors" else path.parent)), msg

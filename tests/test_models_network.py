@@ -275,7 +275,7 @@ def test_face_attention_of_folders_written_before_it_is_concat(tmp_path):
     from animlcm.models.io import META_FILE, load_model_folder, save_model_folder
 
     net = trained_faces(tiny_network(seed=2))
-    folder = save_model_folder(net, None, tmp_path / "old", kind="teacher")
+    folder = save_model_folder(net, None, tmp_path / "old", kind="teacher", layout="flat")
     data = json.loads((folder / META_FILE).read_text())
     assert data["network"].pop("face_attention") == "decoupled"
     (folder / META_FILE).write_text(json.dumps(data))

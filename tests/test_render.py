@@ -215,8 +215,10 @@ def test_render_refuses_a_tiny_reference_and_names_a_transparent_one(inputs, tmp
 
 def test_no_model_without_builtin_student_says_pass_model(inputs, tmp_path, monkeypatch):
     from animlcm.stages.render import model as model_mod
+    from animlcm.stages.render import precheck
 
     monkeypatch.setattr(model_mod, "BUILTIN_STUDENT", tmp_path / "absent")
+    monkeypatch.setattr(precheck, "BUILTIN_STUDENT", tmp_path / "absent")  # its --steps check reads it
     with pytest.raises(AnimlcmError, match="pass --model DIR"):
         run(_cfg(reference=inputs / "ref.png", out=tmp_path / "o.mp4"))
 

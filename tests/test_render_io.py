@@ -88,7 +88,7 @@ def test_empty_sources_fail_clearly(tmp_path):
         sources.load_pose_source(tmp_path / "missing.mp4", 32, 32)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(AnimlcmError, match="empty.mp4: cannot decode"):
+    with pytest.raises(AnimlcmError, match="empty.mp4: empty file"):
         sources.load_pose_source(empty, 32, 32)
 
 
@@ -202,3 +202,13 @@ def test_alignment_without_a_person_on_the_reference_says_no_align(real_data):
         AnimlcmError, match="blank.png: no person found to align the poses to; render with --no-align"
     ):
         align_clip(clip, np.zeros((64, 64, 3), np.uint8), 64, 64, "blank.png")
+
+
+def test_an_opaque_alpha_channel_gets_no_transparency_note(tmp_path, real_data):
+    from PIL import Image
+
+    opaque = np.full((40, 40, 4), 200, np.uint8)
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    assert not videoio.image_has_alpha(tmp_path / "opaque.png")
+    assert not videoio.image_has_alpha(real_data / "ref_person_1.png")  # RGBA, opaque everywhere

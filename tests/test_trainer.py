@@ -192,3 +192,111 @@ def test_ema_update_and_shared_encoders():
         s.unet.weight.add_(1.0)
     update_ema(t, s, names, 0.95)
     torch.testing.assert_close(t.unet.weight, 0.95 * before + 0.05 * s.unet.weight)
+
+
+@pytest.mark.parametrize(
+    "file, damage, says",
+    [
+        ("student.safetensors", "cut", "unreadable weights"),
+        ("target.safetensors", "garbage", "unreadable weights"),
+        ("optimizer.pt", "garbage", "optimizer.pt: unreadable"),
+        ("optimizer.pt", "cut", "optimizer.pt: unreadable"),
+        ("rng.pt", "missing", "rng.pt: missing"),
+        ("state.json", "cut", "state.json: not valid JSON"),
+    ],
+)
+def test_a_damaged_checkpoint_names_its_file_and_changes_nothing(tmp_path, file, damage, says):
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=3, checkpoint_every=3))
+    ckpt = latest_checkpoint(tmp_path / "r")
+    path = ckpt / file
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+    else:
+        path.unlink()
+    job = _job(tmp_path / "r")
+    before = {k: v.clone() for k, v in job.student.state_dict().items()}
+    with pytest.raises(AnimlcmError) as err:
+        train(job, LoopCfg(max_steps=6, resume=True))
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and says in msg and "\n" not in msg
+    assert f"delete {ckpt}" in msg  # and what to do about it
+    assert all(torch.equal(before[k], v) for k, v in job.student.state_dict().items())
+
+
+def test_a_full_disk_names_the_last_checkpoint_and_resume_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from animlcm.stages.distill import checkpoint
+
+    real, calls = checkpoint.save_file, {"n": 0}
+
+    def fills_up(tensors, filename, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the second checkpoint's first file (student + target per checkpoint)
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    with pytest.raises(AnimlcmError) as err:
+        train(_job(tmp_path / "r"), LoopCfg(max_steps=6, checkpoint_every=3))
+    msg = str(err.value)
+    first = latest_checkpoint(tmp_path / "r")
+    assert first is not None and first.name == "step-0000003"
+    assert "student.safetensors: cannot write (the disk is full)" in msg and "\n" not in msg
+    assert f"the last complete checkpoint {first} is kept" in msg
+    assert not list((tmp_path / "r" / "checkpoints").glob("*.tmp"))  # no half checkpoint
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert train(_job(tmp_path / "r"), LoopCfg(max_steps=6, checkpoint_every=3, resume=True)).steps == 6
+
+
+def _damage(ckpt: Path, part: str) -> None:
+    path = ckpt / part
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short, as a full disk or a killed copy leaves it
+
+
+@pytest.mark.parametrize("part", ["student.safetensors", "target.safetensors", "optimizer.pt", "state.json"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, part):
+    straight = _job(tmp_path / "a")
+    train(straight, LoopCfg(max_steps=6, checkpoint_every=2))
+    stopped = _job(tmp_path / "b")
+    train(stopped, LoopCfg(max_steps=4, checkpoint_every=2))
+    _damage(tmp_path / "b" / "checkpoints" / "step-0000004", part)
+    resumed = _job(tmp_path / "b")
+    train(resumed, LoopCfg(max_steps=6, checkpoint_every=2, resume=True))
+    said = capsys.readouterr().out
+    assert f"step-0000004/{part}" in said and "trying the checkpoint before it" in said
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed from step 2, bit-exact all the same
+
+
+def test_no_intact_checkpoint_is_one_line(tmp_path):
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=2, checkpoint_every=2))
+    _damage(tmp_path / "r" / "checkpoints" / "step-0000002", "student.safetensors")
+    with pytest.raises(AnimlcmError, match=r"step-0000002/student.safetensors: unreadable weights"):
+        train(_job(tmp_path / "r"), LoopCfg(max_steps=4, resume=True))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):
+    straight = _job(tmp_path / "a")
+    train(straight, LoopCfg(max_steps=3))
+    (tmp_path / "b").mkdir()  # what a run killed during its first steps leaves: the folder, no checkpoint
+    resumed = _job(tmp_path / "b")
+    train(resumed, LoopCfg(max_steps=3, resume=True))
+    assert "no checkpoint yet" in capsys.readouterr().out
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_with_another_process_count_is_refused(tmp_path):
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=2, checkpoint_every=2))
+    state = tmp_path / "r" / "checkpoints" / "step-0000002" / "state.json"
+    assert json.loads(state.read_text())["processes"] == 1
+    state.write_text(json.dumps({**json.loads(state.read_text()), "processes": 4}))
+    with pytest.raises(
+        AnimlcmError, match=r"written by 4 process\(es\), resumed with 1; .*--num_processes 4"
+    ):
+        train(_job(tmp_path / "r"), LoopCfg(max_steps=4, resume=True))

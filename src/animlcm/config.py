@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ def to_plain(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: Path) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a name of its own: writers never share one
     tmp.write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False))
     tmp.replace(path)
 

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "render",
     "evaluate",
     "export",
+    "serve",
 )
 
 for _name in COMMAND_MODULES:
@@ -42,9 +43,25 @@ for _name in COMMAND_MODULES:
 err_console = Console(stderr=True)
 
 
+def error_line(exc: BaseException) -> str | None:
+    """The one line a user sees for ``exc``, or None for a bug (which keeps its traceback for a report)."""
+    from animlcm.outputs import disk_errno, disk_error_line
+
+    if isinstance(exc, AnimlcmError):
+        return str(exc)
+    if isinstance(exc, OSError) and disk_errno(exc) is not None:  # full, read-only or forbidden disk
+        return disk_error_line(exc)
+    return None
+
+
 def main() -> None:
     try:
         app()
-    except AnimlcmError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except (AnimlcmError, OSError) as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        from rich.markup import escape  # a path or a list in brackets is text, not a style tag
+
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)

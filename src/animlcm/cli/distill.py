@@ -49,7 +49,9 @@ def parse_pair(value: str | None, flag: str) -> tuple[float, float] | None:
 
 
 def loop_summary(title: str, result, extra: dict[str, str]) -> None:
-    """The rich table both training commands print at the end."""
+    """The rich table both training commands print at the end (once: by the main process)."""
+    if not getattr(result, "main_process", True):
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -131,6 +133,13 @@ def register(app: typer.Typer) -> None:
             OptBool,
             typer.Option("--share-reference/--no-share-reference", help="ReferenceLCM shared conditioning."),
         ] = None,
+        reuse_reference: Annotated[
+            OptBool,
+            typer.Option(
+                "--reuse-reference/--no-reuse-reference",
+                help="One reference-net pass per step where target and teacher would match it exactly.",
+            ),
+        ] = None,
         # DanceLCM
         segments: Annotated[OptInt, typer.Option("--segments", help="K segments (1 = plain LCD).")] = None,
         aux_head: Annotated[
@@ -179,6 +188,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         train_modules: Annotated[OptStr, typer.Option("--train-modules", help="all | motion | lora.")] = None,
         progress: ProgressOpt = True,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."
+            ),
+        ] = False,
+        gpu_memory: Annotated[
+            OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
+        ] = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -197,6 +215,7 @@ def register(app: typer.Typer) -> None:
             preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
             ema=ema, adjacent=adjacent, loss=loss, huber_c=huber_c, share_reference=share_reference,
+            reuse_reference=reuse_reference,
             segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,
             face_tokens=face_tokens,
@@ -207,6 +226,11 @@ def register(app: typer.Typer) -> None:
             train_modules=train_modules, progress=None if progress else False,
         )  # fmt: skip
         cfg = resolve_config(DistillConfig, preset, config, overrides)
+        if dry_run:
+            from animlcm.stages.distill.memory import plan_distill, print_plan
+
+            print_plan(plan_distill(cfg), gpu_memory)
+            return
         result = run(cfg)
         loop_summary(
             f"distill {cfg.method} / {cfg.stage}",

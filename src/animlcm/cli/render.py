@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from animlcm.config import resolve_config
-        from animlcm.stages.render import RenderConfig, run
+        from animlcm.stages.render.config import RenderConfig
 
         overrides = dict(
             reference=reference,
@@ -113,6 +113,9 @@ def register(app: typer.Typer) -> None:
         from animlcm.stages.render.domain import builtin_model_note
 
         cfg = resolve_config(RenderConfig, preset, config, overrides)
+        from animlcm.stages.render.precheck import check_all
+
+        check_all(cfg)  # every check that needs no model, before torch loads: a bad flag costs a second
         console = Console()
         note = builtin_model_note(cfg)
         if note is not None:  # before the render: the user learns it without waiting
@@ -124,6 +127,8 @@ def register(app: typer.Typer) -> None:
                 f"{cfg.reference}: transparent pixels are rendered as a white background",
                 style="yellow", highlight=False, markup=False, soft_wrap=True,
             )  # fmt: skip
+        from animlcm.stages.render.run import run
+
         result = run(cfg)
         console.print(
             f"[green]wrote[/] {result.video} ({result.num_frames} frames, {result.fps:g} fps, "

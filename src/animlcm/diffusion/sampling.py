@@ -50,6 +50,48 @@ def _check_steps(timesteps: Sequence[int]) -> list[int]:
     return ts
 
 
+# The step math after each model call, shared by the samplers below and by the schedulers that sample the
+# same way one step at a time (`animlcm.diffusion.scheduler`): one definition, so both give the same bits.
+def consistency_renoise(
+    x: Tensor, x0: Tensor, t: int, t_next: int, *, abar: Tensor, draw: Callable[[Tensor], Tensor] | None
+) -> Tensor:
+    """LCM's move from the estimate x0 (made at x_t) to the next timestep t': sqrt(abar_t') x0 +
+    sqrt(1 - abar_t') z, z = draw(x0) fresh noise or (draw None) the noise the prediction implies."""
+    if draw is None:
+        a = abar[t].to(torch.promote_types(x.dtype, torch.float32))
+        noise = (x - a.sqrt() * x0) / (1 - a).sqrt()
+    else:
+        noise = draw(x0)
+    return add_noise(x0, noise, abar[t_next])
+
+
+def segment_renoise(
+    x: Tensor,
+    y: Tensor,
+    t: int,
+    s: int,
+    t_next: int,
+    *,
+    abar: Tensor,
+    draw: Callable[[Tensor], Tensor] | None,
+) -> Tensor:
+    """The segmented sampler's move from the edge estimate y = f(x_t, t, s) to the next timestep t'.
+
+    On the next segment's starting point (t' = s) y is the next input as it is (no noise drawn); else
+    x_t' = sqrt(abar_t'/abar_s) y + sqrt(1 - abar_t'/abar_s) z (abar_s = 1 at s = 0), z = draw(y) or (draw
+    None) the z implied by (x_t, y).
+    """
+    if t_next == s:
+        return y
+    a_s = torch.ones((), dtype=abar.dtype, device=abar.device) if s == 0 else abar[s]
+    if draw is None:
+        r = (abar[t] / a_s).to(torch.promote_types(x.dtype, torch.float32))
+        noise = (x - r.sqrt() * y) / (1 - r).sqrt()
+    else:
+        noise = draw(y)
+    return add_noise(y, noise, abar[t_next] / a_s)
+
+
 @torch.no_grad()
 def sample_consistency(
     denoise: Denoiser,
@@ -77,12 +119,8 @@ def sample_consistency(
             callback({"x": x, "i": i, "t": t, "denoised": x0})
         if i == len(ts) - 1:
             return x0
-        if deterministic:
-            a = abar[t].to(torch.promote_types(x.dtype, torch.float32))
-            noise = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        else:
-            noise = _fresh_noise(x0, i, noise_fn, generator)
-        x = add_noise(x0, noise, abar[ts[i + 1]])
+        draw = None if deterministic else (lambda like, i=i: _fresh_noise(like, i, noise_fn, generator))
+        x = consistency_renoise(x, x0, t, ts[i + 1], abar=abar, draw=draw)
     raise AssertionError("unreachable")
 
 
@@ -116,17 +154,8 @@ def sample_segmented(
             callback({"x": x, "i": i, "t": t, "s": s, "denoised": y})
         if i == len(plan) - 1:
             return y
-        t_next = plan[i + 1][0]
-        if t_next == s:  # landed on the next segment's starting point: x_s is the next input as it is
-            x = y
-            continue
-        a_s = torch.ones((), dtype=abar.dtype, device=abar.device) if s == 0 else abar[s]
-        if deterministic:
-            r = (abar[t] / a_s).to(torch.promote_types(x.dtype, torch.float32))
-            noise = (x - r.sqrt() * y) / (1 - r).sqrt()
-        else:
-            noise = _fresh_noise(y, i, noise_fn, generator)
-        x = add_noise(y, noise, abar[t_next] / a_s)
+        draw = None if deterministic else (lambda like, i=i: _fresh_noise(like, i, noise_fn, generator))
+        x = segment_renoise(x, y, t, s, plan[i + 1][0], abar=abar, draw=draw)
     raise AssertionError("unreachable")
 
 

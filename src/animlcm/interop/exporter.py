@@ -215,9 +215,11 @@ def run(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     """Write the student at ``cfg.student`` in ``cfg.format``'s file layout to ``cfg.out``."""
     from animlcm.models.io import META_FILE, load_model_folder
     from animlcm.models.lora import has_lora, merge_lora
+    from animlcm.outputs import check_output
 
     cfg.validate()
     student, out = Path(cfg.student), Path(cfg.out)
+    check_output(out, "--out", folder=True)  # before the model loads
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise AnimlcmError(f"{out}: already exists and is not empty; pass --overwrite or another --out")
 

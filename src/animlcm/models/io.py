@@ -1,6 +1,11 @@
 """Model folders: what ``teacher init`` / ``teacher import`` / ``train-teacher`` / ``distill`` write and every
 later stage loads with one call.
 
+New full-weight folders are in the diffusers layout (``diffusers_folder.py``: ``model_index.json``, one
+subfolder per component, ``scheduler/``), so ``AnimationPipeline.from_pretrained`` and each library's own
+``from_pretrained`` load them; ``animlcm.json`` ("format": 2, "layout": "diffusers") rides along. Folders in
+the earlier flat layout ("format": 1) still load, and LoRA students are still written in it:
+
     DIR/animlcm.json          {"format": 1, "kind": "teacher"|"student", "network": NetworkConfig,
                                "schedule": NoiseSchedule dict, "meta": {...}}
     DIR/model.safetensors     the full state dict                  (full weights), or
@@ -24,6 +29,7 @@ import torch
 
 from animlcm.diffusion.schedule import NoiseSchedule
 from animlcm.errors import AnimlcmError
+from animlcm.models.aligned import realign
 from animlcm.models.network import AnimationNetwork, NetworkConfig
 
 META_FILE = "animlcm.json"
@@ -32,7 +38,9 @@ EXTRA_FILE = "extra.safetensors"
 LORA_DIR = "lora"
 VAE_DIR = "vae"
 KINDS = ("teacher", "student")
-FORMAT = 1
+FORMAT = 1  # the flat layout
+DIFFUSERS_FORMAT = 2
+LAYOUTS = ("diffusers", "flat")
 LORA_EXTRA_PARTS = ("pose_guider.", "face_projector.", "aux_head.")
 ModelFolderKind = Literal["teacher", "student"]
 
@@ -63,7 +71,12 @@ def read_folder_meta(directory: str | Path) -> dict:
         data = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise AnimlcmError(f"{meta_path}: not valid JSON ({exc.msg}); re-create the folder") from None
-    if data.get("kind") not in KINDS or "network" not in data:
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise AnimlcmError(f"{meta_path}: unreadable ({why}); check its permissions, or re-create it") from (
+            None
+        )
+    if not isinstance(data, dict) or data.get("kind") not in KINDS or "network" not in data:
         raise AnimlcmError(
             f"{meta_path}: kind must be one of {KINDS} with a network config; re-create the folder"
         )
@@ -123,15 +136,24 @@ def save_model_folder(
     meta: dict | None = None,
     *,
     lora: bool = False,
+    layout: str = "diffusers",
+    scheduler: Any = None,
 ) -> Path:
-    """Write a model folder (atomically). ``lora=True``: the LoRA adapter + the student's own small parts;
-    ``meta["base_teacher"]`` must then name the teacher folder the adapter applies to."""
+    """Write a model folder (atomically). ``layout``: ``diffusers`` (one subfolder per component, the
+    default) or ``flat`` (one ``model.safetensors``, the earlier format). ``lora=True``: the LoRA adapter +
+    the student's own small parts (always flat); ``meta["base_teacher"]`` must then name the teacher folder
+    the adapter applies to. ``scheduler``: what ``scheduler/`` holds (default: the one that samples this
+    kind of model as it was trained, ``folder_scheduler``)."""
     from safetensors.torch import save_file
 
     from animlcm.models.lora import has_lora, save_lora
 
     if kind not in KINDS:
         raise AnimlcmError(f"model folder kind '{kind}': use one of {KINDS}")
+    if layout not in LAYOUTS:
+        raise AnimlcmError(f"model folder layout '{layout}': use one of {LAYOUTS}")
+    if lora:
+        layout = "flat"
     meta = dict(meta or {})
     directory = Path(directory)
     if schedule is None:
@@ -156,14 +178,20 @@ def save_model_folder(
     try:
         network = net.config.to_dict()
         network["schedule"] = schedule_d
-        (tmp / META_FILE).write_text(
-            json.dumps(
-                {"format": FORMAT, "kind": kind, "network": network, "schedule": schedule_d, "meta": meta},
-                indent=1,
-            )
-        )
+        record = {"format": FORMAT, "kind": kind, "network": network, "schedule": schedule_d, "meta": meta}
+        if layout == "diffusers":
+            record = {**record, "format": DIFFUSERS_FORMAT, "layout": "diffusers"}
+        (tmp / META_FILE).write_text(json.dumps(record, indent=1))
         header = {"format": "pt", "kind": kind}
-        if lora:
+        if layout == "diffusers":
+            from animlcm.diffusion.scheduler import folder_scheduler
+            from animlcm.models.diffusers_folder import write_components
+
+            if scheduler is None:
+                scheduler = folder_scheduler(kind, NoiseSchedule.from_dict(schedule_d), meta)
+            write_components(tmp, net, vae, scheduler, extra=_index_extra(kind, net))
+            vae = None  # written with the components
+        elif lora:
             save_lora(net, tmp / LORA_DIR)
             extra = _state_dict_for_saving(net, keep=lambda k: k.startswith(LORA_EXTRA_PARTS))
             save_file(extra, str(tmp / EXTRA_FILE), metadata=header)
@@ -176,6 +204,11 @@ def save_model_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _index_extra(kind: str, net: AnimationNetwork) -> dict[str, Any]:
+    """What ``AnimationPipeline`` needs beyond its components, as ``model_index.json`` config values."""
+    return {"kind": kind, "preset": net.config.preset, "face_attention": net.config.face_attention}
 
 
 def _load_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -202,12 +235,22 @@ def _load_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         raise AnimlcmError(f"{source}: weights do not match the network config; re-create the folder")
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _read_weights(path: Path, folder: Path | None = None) -> dict[str, torch.Tensor]:
+    from animlcm.safeload import load_safetensors
 
-    if not path.exists():
-        raise AnimlcmError(f"{path}: missing; the model folder is incomplete, re-create it")
-    return load_file(str(path))
+    folder = folder or path.parent
+    return load_safetensors(
+        path, f"the model folder {folder} is incomplete or damaged: copy it again or re-create it"
+    )
+
+
+def _network_state(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The network's whole state dict from a folder of either layout, and what to name in errors."""
+    from animlcm.models.diffusers_folder import is_diffusers_folder, read_network_state
+
+    if is_diffusers_folder(directory):
+        return read_network_state(directory, lambda p: _read_weights(p, directory)), str(directory)
+    return _read_weights(directory / WEIGHTS_FILE), str(directory / WEIGHTS_FILE)
 
 
 def load_model_folder(
@@ -239,17 +282,18 @@ def load_model_folder(
                 f"{directory}: LoRA student whose base teacher {str(base)!r} is missing; restore that folder "
                 f"or edit meta.base_teacher in {META_FILE}"
             )
-        state = _read_weights(base / WEIGHTS_FILE)
+        state, source = _network_state(base)
         state.update(_read_weights(directory / EXTRA_FILE))
         # the base teacher may lack the student's extra parts (face projector, aux head): from extra
         expected = set(net.state_dict())
         state = {k: v for k, v in state.items() if k in expected}
-        _load_strict(net, state, f"{base / WEIGHTS_FILE} + {directory / EXTRA_FILE}")
+        _load_strict(net, state, f"{source} + {directory / EXTRA_FILE}")
         net.to(device=device, dtype=dtype)
         load_lora(net, directory / LORA_DIR)
     else:
-        _load_strict(net, _read_weights(directory / WEIGHTS_FILE), str(directory / WEIGHTS_FILE))
+        _load_strict(net, *_network_state(directory))
     net.to(device=device, dtype=dtype).eval()
+    realign(net)
     loaded_vae = None
     if vae:
         vae_dir = directory / VAE_DIR
@@ -260,10 +304,18 @@ def load_model_folder(
 
             # torch_dtype at load time (not .to(dtype) after): diffusers keeps the parts that must stay
             # float32 in float32 that way, and warns on every load otherwise
-            loaded_vae = AutoencoderKL.from_pretrained(
-                str(vae_dir), use_safetensors=True, torch_dtype=dtype
-            ).to(device)
-            loaded_vae.eval()
+            try:
+                loaded_vae = AutoencoderKL.from_pretrained(
+                    str(vae_dir), use_safetensors=True, torch_dtype=dtype
+                ).to(device)
+            except Exception as exc:  # diffusers passes on safetensors', json's and OS errors as they are
+                from animlcm.safeload import reason
+
+                raise AnimlcmError(
+                    f"{vae_dir}: unreadable VAE folder ({reason(exc)}); copy the model folder again or "
+                    "re-create it"
+                ) from None
+            realign(loaded_vae).eval()
     return LoadedModel(
         net=net, vae=loaded_vae, schedule=schedule, kind=data["kind"], meta=meta, path=directory
     )

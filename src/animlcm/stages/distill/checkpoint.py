@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from animlcm.errors import AnimlcmError
+from animlcm.safeload import load_json, load_safetensors, load_torch_state
 
 PREFIX = "step-"
 
@@ -61,6 +62,23 @@ def _named(module: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     return {n: params[n].detach().to("cpu", copy=True).contiguous() for n in names}
 
 
+def _write_files(
+    tmp: Path, state: TrainState, student: nn.Module, train_names: list[str],
+    optimizer: torch.optim.Optimizer, target: nn.Module | None, target_names: list[str] | None,
+    extra: dict | None,
+) -> None:  # fmt: skip
+    save_file(_named(student, train_names), str(tmp / "student.safetensors"))
+    if target is not None:
+        save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
+    meta = {"step": state.step, "data_position": state.data_position, **(extra or {})}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def save_checkpoint(
     run: Path,
     state: TrainState,
@@ -77,17 +95,12 @@ def save_checkpoint(
     final = checkpoint_dir(run, state.step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_named(student, train_names), str(tmp / "student.safetensors"))
-    if target is not None:
-        save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    meta = {"step": state.step, "data_position": state.data_position, **(extra or {})}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+    try:
+        tmp.mkdir(parents=True)
+        _write_files(tmp, state, student, train_names, optimizer, target, target_names, extra)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
     if final.exists():  # re-saving the same step (a resumed run's first save): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -96,8 +109,13 @@ def save_checkpoint(
     return final
 
 
-def _load_into(module: nn.Module, path: Path, names: list[str]) -> None:
-    tensors = load_file(str(path))
+def _fix(folder: Path) -> str:
+    """What to do about a damaged checkpoint: an older one (if kept) or a fresh start still works."""
+    return f"delete {folder} and --resume again (from the checkpoint before it), or drop --resume"
+
+
+def _read_params(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    tensors = load_safetensors(path, _fix(path.parent))
     expected, got = set(names), set(tensors)
     if expected != got:
         missing, unexpected = sorted(expected - got), sorted(got - expected)
@@ -106,10 +124,20 @@ def _load_into(module: nn.Module, path: Path, names: list[str]) -> None:
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
             f"{'...' if len(unexpected) > 3 else ''}); resume with the settings it was written with"
         )
+    return tensors
+
+
+def _load_into(module: nn.Module, path: Path, tensors: dict[str, torch.Tensor]) -> None:
     params = dict(module.named_parameters())
+    for n, t in tensors.items():
+        if params[n].shape != t.shape:
+            raise AnimlcmError(
+                f"{path}: {n} has shape {tuple(t.shape)}, this run's {tuple(params[n].shape)}; "
+                "resume with the settings it was written with"
+            )
     with torch.no_grad():
-        for n in names:
-            params[n].copy_(tensors[n])
+        for n, t in tensors.items():
+            params[n].copy_(t)
 
 
 def load_checkpoint(
@@ -123,15 +151,31 @@ def load_checkpoint(
 ) -> TrainState:
     """Restore everything ``save_checkpoint`` wrote (strict about parameter names)."""
     folder = Path(folder)
+    fix = _fix(folder)
     if not (folder / "state.json").exists():
-        raise AnimlcmError(f"{folder}: not a complete checkpoint (no state.json); delete it and resume again")
-    _load_into(student, folder / "student.safetensors", train_names)
-    if target is not None:
-        _load_into(target, folder / "target.safetensors", target_names or [])
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-    rng = torch.load(folder / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    meta = json.loads((folder / "state.json").read_text())
-    return TrainState(step=int(meta["step"]), data_position=int(meta["data_position"]))
+        raise AnimlcmError(f"{folder}: not a complete checkpoint (no state.json); {fix}")
+    # every file is read before anything is restored, so a damaged one leaves the run untouched
+    meta = load_json(folder / "state.json", fix)
+    try:
+        saved = TrainState(step=int(meta["step"]), data_position=int(meta["data_position"]))
+    except (KeyError, TypeError, ValueError):
+        raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
+    opt_state = load_torch_state(folder / "optimizer.pt", fix)
+    rng = load_torch_state(folder / "rng.pt", fix)
+    student_path, target_path = folder / "student.safetensors", folder / "target.safetensors"
+    student_t = _read_params(student_path, train_names)
+    target_t = None if target is None else _read_params(target_path, target_names or [])
+    _load_into(student, student_path, student_t)
+    if target is not None and target_t is not None:
+        _load_into(target, target_path, target_t)
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        raise AnimlcmError(f"{folder / 'optimizer.pt'}: does not fit this run's optimizer; {fix}") from None
+    try:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except (KeyError, TypeError, RuntimeError):
+        raise AnimlcmError(f"{folder / 'rng.pt'}: not a random-generator state; {fix}") from None
+    return saved

@@ -52,6 +52,9 @@ class DistillConfig(LoopSettings):
     """c of the per-element pseudo-Huber distance (diffusers' LCM script's huber_c)."""
     share_reference: bool | None = None
     """ReferenceLCM: reference features and image tokens computed once per batch, shared by all three nets."""
+    reuse_reference: bool = True
+    """Run the frozen reference net once per step wherever the target's or teacher's features would be the
+    student's bit for bit (no face tokens, equal frozen weights, one dtype): exact, only faster."""
 
     # --- DanceLCM
     segments: int | None = None

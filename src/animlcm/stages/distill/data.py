@@ -28,6 +28,25 @@ def _image(a: np.ndarray) -> torch.Tensor:
     return t.permute(3, 0, 1, 2).contiguous()  # (F, H, W, 3) -> (3, F, H, W)
 
 
+def check_cache(cache: Path) -> CacheReader:
+    """A cache to train on: a readable manifest, every finished video's file there, at least one video.
+
+    Cheap (the manifest and a directory listing), so training commands run it before any model loads."""
+    reader = CacheReader(cache)
+    gone = reader.missing
+    if gone:  # training on what is left would silently change the data set
+        shown = ", ".join(schema.h5_name(n) for n in gone[:3]) + (" ..." if len(gone) > 3 else "")
+        raise AnimlcmError(
+            f"{cache}: {len(gone)} extracted video file(s) are missing ({shown}); re-run `animlcm "
+            "extract` on the same videos with this --out (it redoes only those)"
+        )
+    if not reader.videos:
+        raise AnimlcmError(
+            f"{cache}: the cache holds no complete video; run `animlcm extract` on some videos"
+        )
+    return reader
+
+
 class DistillDataset(Dataset):
     """Samples of ``num_frames`` frames (1 for the spatial stage) with a stride, and their references.
 
@@ -55,19 +74,8 @@ class DistillDataset(Dataset):
         seed: int = 0,
         length: int = 2**62,
     ) -> None:
-        self.reader = CacheReader(cache)
-        gone = self.reader.missing
-        if gone:  # training on what is left would silently change the data set
-            shown = ", ".join(schema.h5_name(n) for n in gone[:3]) + (" ..." if len(gone) > 3 else "")
-            raise AnimlcmError(
-                f"{cache}: {len(gone)} extracted video file(s) are missing ({shown}); re-run `animlcm "
-                "extract` on the same videos with this --out (it redoes only those)"
-            )
+        self.reader = check_cache(cache)
         names = self.reader.videos
-        if not names:
-            raise AnimlcmError(
-                f"{cache}: the cache holds no complete video; run `animlcm extract` on some videos"
-            )
         self.entries: list[VideoEntry] = []
         short = []
         for name in names:

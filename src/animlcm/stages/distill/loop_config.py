@@ -28,6 +28,7 @@ RESUMABLE_CHANGES = frozenset(
         "num_workers",
         "preload",
         "log_every",
+        "reuse_reference",  # exact: the same numbers either way
     }
 )
 

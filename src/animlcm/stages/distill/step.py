@@ -42,6 +42,10 @@ class DistillModels:
     teacher: nn.Module | None
     schedule: NoiseSchedule
     vae: nn.Module | None = None  # encodes the reference face crops for face tokens (teacher's or student's)
+    # the target / teacher turn a reference into the student's conditioning bit for bit
+    # (``same_conditioning``): the frozen reference net then runs once per step for all three
+    target_same_conditioning: bool = False
+    teacher_same_conditioning: bool = False
 
     @property
     def teacher_shares_conditioning(self) -> bool:
@@ -53,6 +57,26 @@ class DistillModels:
             and not has_face_tokens(self.teacher)
             and not has_face_tokens(self.student)
         )
+
+
+def same_conditioning(net: nn.Module, other: nn.Module | None) -> bool:
+    """Does ``other`` encode a reference exactly as ``net`` does? Yes when neither has face tokens (a face
+    projector trains), both run in one dtype, and their image encoders and reference nets hold equal weights
+    that ``net`` does not train: then one encoding serves both, with nothing changed but the time it takes."""
+    if other is None or has_face_tokens(net) or has_face_tokens(other) or net.dtype != other.dtype:
+        return False
+    for part in ("image_encoder", "reference_unet"):
+        mine, theirs = (
+            dict(getattr(net, part).named_parameters()),
+            dict(getattr(other, part).named_parameters()),
+        )
+        if mine.keys() != theirs.keys():
+            return False
+        for name, p in mine.items():
+            q = theirs[name]
+            if p.requires_grad or p.dtype != q.dtype or p.shape != q.shape or not torch.equal(p, q):
+                return False
+    return True
 
 
 def has_face_tokens(net: nn.Module | None) -> bool:
@@ -165,13 +189,15 @@ def distill_step(
     cond_student = _encode(models.student, refs)  # gradients reach the face projector, if trained
     cond_main = cond_student.select(slice(0, b))
     with torch.no_grad():
-        if cfg.share_reference:
+        if cfg.share_reference or models.target_same_conditioning:
             cond_target = cond_main.detach()
         else:
             cond_target = _encode(models.target, main_refs)
         cond_teacher = None
         if teacher is not None:
-            if cfg.share_reference and models.teacher_shares_conditioning:
+            if (
+                cfg.share_reference and models.teacher_shares_conditioning
+            ) or models.teacher_same_conditioning:
                 cond_teacher = cond_main.detach()
             else:
                 cond_teacher = _encode(teacher, main_refs)

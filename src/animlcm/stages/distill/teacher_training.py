@@ -23,7 +23,14 @@ from animlcm.diffusion.param import add_noise, to_v
 from animlcm.diffusion.schedule import NoiseSchedule
 from animlcm.errors import AnimlcmError
 from animlcm.stages.distill.loop_config import RESUMABLE_CHANGES, STAGES, LoopSettings
-from animlcm.stages.distill.trainer import TrainJob, TrainResult, make_accelerator, prepare_run_dir, train
+from animlcm.stages.distill.trainer import (
+    TrainJob,
+    TrainResult,
+    check_inputs,
+    make_accelerator,
+    prepare_run_dir,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -163,8 +170,10 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     cfg.validate()
     cfg.check_paths()
     out = Path(cfg.out)
-    prepare_run_dir(out, cfg, RESUMABLE_CHANGES)
+    check_inputs(out, cfg.cache, cfg.init, cfg.resume)
     accelerator = make_accelerator(cfg)
+    prepare_run_dir(out, cfg, RESUMABLE_CHANGES, write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
     if cfg.init is not None:
         loaded = load_model_folder(cfg.init, accelerator.device)

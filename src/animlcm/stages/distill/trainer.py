@@ -32,6 +32,7 @@ from animlcm.errors import AnimlcmError
 from animlcm.stages.distill.checkpoint import (
     TrainState,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -61,8 +62,9 @@ class TrainResult:
     out: Path
     result: Path  # the student / teacher folder
     steps: int
-    last_terms: dict[str, float]
+    last_terms: dict[str, float]  # the mean over processes
     seconds_per_step: float
+    main_process: bool = True  # False on the other ranks of a multi-process run: they print nothing
 
 
 def make_accelerator(cfg: Any):
@@ -97,30 +99,87 @@ def make_optimizer(params: list[nn.Parameter], cfg: Any) -> torch.optim.Optimize
 
 
 # ---------------------------------------------------------------------------------------------- run folder
-def prepare_run_dir(out: Path, cfg: Any, resumable: frozenset[str]) -> None:
-    """Create ``out`` and write ``config.yaml``; with ``resume``, check the settings still match."""
+def check_inputs(out: Path, cache: Path, model: Path | None, resume: bool = False) -> None:
+    """What a training run reads and writes, checked from files alone before the run folder is touched
+    and before any model loads: --out (and its settings with --resume), the cache's manifest and files,
+    the model folder's animlcm.json."""
+    from animlcm.models.io import read_folder_meta
+    from animlcm.outputs import check_output
+    from animlcm.stages.distill.data import check_cache
+
+    check_output(Path(out), "--out", folder=True)
+    if resume and (Path(out) / "config.yaml").exists():
+        _saved_settings(Path(out) / "config.yaml")
+    check_cache(Path(cache))
+    if model is not None:
+        read_folder_meta(model)
+
+
+def prepare_run_dir(out: Path, cfg: Any, resumable: frozenset[str], *, write: bool = True) -> None:
+    """Check ``out`` against ``cfg`` (with ``resume``: the settings still match), then, with ``write`` (the
+    main process only: the others would race it), create it and write ``config.yaml``.
+
+    The run folder itself may have moved since it was written (``out`` is not compared), and path settings
+    compare as the files they name (``runs/x`` and ``/abs/runs/x`` are the same cache)."""
+    from animlcm.outputs import check_output, disk_errors
+
     out = Path(out)
+    check_output(out, "--out", folder=True)  # before any model loads
     saved = out / "config.yaml"
     if cfg.resume:
         if not saved.exists():
             raise AnimlcmError(f"{out}: nothing to resume (no config.yaml); drop --resume to start this run")
-        import yaml
-
-        old = yaml.safe_load(saved.read_text()) or {}
+        old = _saved_settings(saved)
         new = to_plain(cfg)
-        changed = sorted(k for k in new if k not in resumable and k in old and old[k] != new[k])
+        paths = {k for k, v in dataclasses.asdict(cfg).items() if isinstance(v, Path)}
+        changed = sorted(
+            k
+            for k in new
+            if k not in resumable and k != "out" and k in old
+            and not (_same_path(old[k], new[k]) if k in paths else old[k] == new[k])
+        )  # fmt: skip
         if changed:
             diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:4])
             raise AnimlcmError(
                 f"{saved}: --resume with different settings ({diffs}); use the run's own settings "
-                "(--config RUN/config.yaml) or start a new --out"
+                f"(--config {saved} --out {out}) or start a new --out"
             )
     elif latest_checkpoint(out) is not None:
         raise AnimlcmError(
             f"{out}: already holds checkpoints; pass --resume to continue it, or choose a new --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(dataclasses.replace(cfg, resume=False), saved)
+    if write:
+        with disk_errors(out):
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(dataclasses.replace(cfg, resume=False), saved)
+
+
+def _saved_settings(saved: Path) -> dict:
+    """A run folder's config.yaml as a dict, or one line saying it is damaged."""
+    import yaml
+
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        old = None
+    if not isinstance(old, dict):
+        raise AnimlcmError(
+            f"{saved}: unreadable settings (cut or broken by hand); restore the file or start a new --out"
+        )
+    return old
+
+
+def _same_path(old: Any, new: Any) -> bool:
+    """Two path settings name the same file: equal as typed, as resolved paths, or the same existing file."""
+    if old == new or old is None or new is None:
+        return old == new
+    a, b = Path(str(old)), Path(str(new))
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
 
 
 class JsonlLog:
@@ -176,7 +235,24 @@ def _progress(enabled: bool):
 
 # ---------------------------------------------------------------------------------------------- the loop
 def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult:
-    """Run ``cfg.max_steps`` optimizer steps of ``job.step_fn`` (continuing from a checkpoint with resume)."""
+    """Run ``cfg.max_steps`` optimizer steps of ``job.step_fn`` (continuing from a checkpoint with resume).
+
+    A full or read-only disk stops the run with one line naming the last complete checkpoint (checkpoints
+    are written whole or not at all, so ``--resume`` continues from it once there is space).
+    """
+    from animlcm.outputs import disk_errors
+
+    def kept() -> str:
+        ckpt = latest_checkpoint(job.out)
+        if ckpt is None:
+            return "no checkpoint was complete yet"
+        return f"the last complete checkpoint {ckpt} is kept (--resume continues from it)"
+
+    with disk_errors(Path(job.out), kept):
+        return _train(job, cfg, description=description)
+
+
+def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     accelerator = job.accelerator or make_accelerator(cfg)
     Path(job.out).mkdir(parents=True, exist_ok=True)
     unwrapped = job.student
@@ -190,21 +266,12 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
     # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
     state = TrainState(step=0, data_position=0)
     if cfg.resume:
-        ckpt = latest_checkpoint(job.out)
-        if ckpt is None:
-            raise AnimlcmError(f"{job.out}: --resume but no checkpoint in {job.out / 'checkpoints'}")
-        state = load_checkpoint(
-            ckpt,
-            student=unwrapped,
-            train_names=train_names,
-            optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-            target=job.target,
-            target_names=job.target_names,
-        )
+        state = resume_state(job, unwrapped, train_names, optimizer, accelerator)
+    main = accelerator.is_main_process
     if state.step >= cfg.max_steps:
-        result = job.finish(unwrapped, state.step) if accelerator.is_main_process else job.out
+        result = job.finish(unwrapped, state.step) if main else job.out
         accelerator.wait_for_everyone()
-        return TrainResult(job.out, result, state.step, {}, 0.0)
+        return TrainResult(job.out, result, state.step, {}, 0.0, main)
 
     # 2. data: this process's stream, continued at its position
     per_step = cfg.batch_size * cfg.grad_accum
@@ -248,10 +315,12 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
             # 3. the EMA target follows the student after every optimizer step
             if job.after_step is not None:
                 job.after_step(unwrapped)
-            terms = sums
             state = TrainState(step=step + 1, data_position=state.data_position + per_step)
             dt = time.perf_counter() - t0
-            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            logged = state.step % cfg.log_every == 0 or state.step == cfg.max_steps
+            # every process takes part in the mean at the same steps (the log steps), so none waits alone
+            terms = _mean_over_processes(sums, accelerator) if logged else sums
+            if logged:
                 log.write(
                     {
                         "step": state.step,
@@ -284,15 +353,61 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
                         target=job.target,
                         target_names=job.target_names,
                         keep=cfg.keep_checkpoints,
-                        extra={"seed": cfg.seed},
+                        extra={"seed": cfg.seed, "processes": accelerator.num_processes},
                     )
             if out_of_time:
                 break
     accelerator.wait_for_everyone()
-    result = job.finish(unwrapped, state.step) if accelerator.is_main_process else job.out
+    result = job.finish(unwrapped, state.step) if main else job.out
     accelerator.wait_for_everyone()
     seconds = (time.perf_counter() - started) / max(state.step - first_step, 1)
-    return TrainResult(job.out, result, state.step, terms, seconds)
+    return TrainResult(job.out, result, state.step, terms, seconds, main)
+
+
+def _mean_over_processes(terms: dict[str, float], accelerator: Any) -> dict[str, float]:
+    """Each loss term averaged over the processes (each saw its own samples), in one collective."""
+    if accelerator.num_processes == 1:
+        return terms
+    keys = sorted(terms)
+    values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    mean = accelerator.reduce(values, reduction="mean").tolist()
+    return dict(zip(keys, mean, strict=True))
+
+
+def resume_state(
+    job: TrainJob, student: nn.Module, train_names: list[str], optimizer: Any, accelerator: Any
+) -> TrainState:
+    """Load the newest intact checkpoint of ``job.out`` into the student, target and optimizer.
+
+    A checkpoint that does not read (a cut file, a full disk) is reported in one line and the one before it
+    is tried; a run stopped before its first checkpoint starts from step 0, as the straight run did."""
+    found = list_checkpoints(job.out)
+    say = print if accelerator.is_main_process else (lambda *a, **k: None)
+    if not found:
+        say(f"{job.out}: no checkpoint yet (stopped before the first); starting from step 0", flush=True)
+        return TrainState(step=0, data_position=0)
+    inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+    reasons = []
+    for ckpt in reversed(found):
+        try:
+            state = load_checkpoint(
+                ckpt, student=student, train_names=train_names, optimizer=inner, target=job.target,
+                target_names=job.target_names,
+            )  # fmt: skip
+        except AnimlcmError as error:  # one damaged file: the checkpoint before it may be whole
+            reasons.append(str(error))
+            say(f"{error}; trying the checkpoint before it" if ckpt != found[0] else str(error), flush=True)
+            continue
+        processes = int(json.loads((ckpt / "state.json").read_text()).get("processes", 1))
+        if processes != accelerator.num_processes:
+            # each process reads its own share of the sample stream: another count would re-read samples
+            raise AnimlcmError(
+                f"{ckpt}: written by {processes} process(es), resumed with {accelerator.num_processes}; "
+                f"resume with `accelerate launch --num_processes {processes}` (each reads its own samples)"
+            )
+        return state
+    older = f"; none of the {len(found) - 1} checkpoint(s) before it reads either" if len(found) > 1 else ""
+    raise AnimlcmError(reasons[0] + older)
 
 
 # ---------------------------------------------------------------------------------------------- distill run
@@ -406,15 +521,17 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
-    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces
+    from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces, same_conditioning
 
     cfg = cfg.with_method_defaults()
     if progress is not None:
         cfg = dataclasses.replace(cfg, progress=progress)
     cfg.check_paths()
     out = Path(cfg.out)
-    prepare_run_dir(out, cfg, _resumable())
+    check_inputs(out, cfg.cache, cfg.teacher, cfg.resume)
     accelerator = make_accelerator(cfg)
+    prepare_run_dir(out, cfg, _resumable(), write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run
 
     # 1. the frozen teacher, and the student: the teacher's weights (or --init's) plus the method's heads
@@ -455,9 +572,12 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         preload=cfg.preload,
         seed=cfg.seed,
     )
+    # the frozen reference net runs once per step where target and teacher would compute the same features
     models = DistillModels(
         student=student, target=target, teacher=teacher, schedule=loaded.schedule,
         vae=vae if faces else None,
+        target_same_conditioning=cfg.reuse_reference and same_conditioning(student, target),
+        teacher_same_conditioning=cfg.reuse_reference and same_conditioning(student, teacher),
     )  # fmt: skip
 
     def step_fn(batch, model, generator):

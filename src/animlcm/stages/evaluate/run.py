@@ -189,9 +189,11 @@ def _warm_up(model: RenderModel, clip: PoseClip, settings: SamplerSettings) -> N
 
 
 def run(cfg: EvalConfig) -> EvalResult:
+    from animlcm.outputs import check_output
     from animlcm.stages.render.model import load_render_model, teacher_of
 
     cfg.validate()
+    check_output(Path(cfg.out), "--out", folder=True)  # before the sweep, not after it
     clips = load_clips(cfg.cache, cfg.height, cfg.width, cfg.max_videos, cfg.max_frames)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     student = load_render_model(cfg.model, preset=cfg.preset, device=device, dtype=dtype)

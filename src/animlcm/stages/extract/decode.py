@@ -1,4 +1,4 @@
-"""Video decoding (decord, batched sequential reads), fps resampling, and the output-frame geometry.
+"""Video decoding (``animlcm.videoread``: decord, else PyAV), fps resampling, and the output-frame geometry.
 
 The output frame keeps the whole person: when the person's box (union over the video) fits inside a
 crop window of the output aspect ratio, the video is cropped around it; otherwise (or when no pose is
@@ -7,7 +7,6 @@ known) it is scaled to fit and padded with black. One transform per video, so no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,73 +15,11 @@ import numpy as np
 
 from animlcm.errors import AnimlcmError
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    path: Path
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
-
-
-def _open_decord(path: Path):
-    import decord
-
-    decord.logging.set_level(decord.logging.QUIET)  # its ffmpeg chatter would break the progress display
-    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-
-
-def probe(path: Path) -> VideoInfo:
-    """Open a video and read its length, fps and size; bad files raise a one-line ``AnimlcmError``."""
-    import av
-
-    path = Path(path)
-    if not path.exists():
-        raise AnimlcmError(f"{path}: unreadable (no such file or a broken link); check the path")
-    if not path.is_file():
-        raise AnimlcmError(f"{path}: not a regular file; pass video files or folders")
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise AnimlcmError(f"{path}: unreadable ({exc.strerror}); check its permissions") from None
-    if path.stat().st_size == 0:
-        raise AnimlcmError(f"{path}: empty file (0 bytes); re-export or remove it")
-    # PyAV first: it tells "not a video" apart from "a damaged video" with clean Python errors.
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise AnimlcmError(
-                    f"{path}: no video stream (zero video frames); is it an audio or image file?"
-                )
-    except AnimlcmError:
-        raise
-    except Exception as exc:  # av raises many error types (InvalidDataError, EOFError, ...)
-        raise AnimlcmError(
-            f"{path}: not a readable video ({_first_line(exc)}); re-encode it, e.g. with ffmpeg"
-        ) from None
-    try:
-        vr = _open_decord(path)
-        n = len(vr)
-        fps = float(vr.get_avg_fps())
-        h, w = vr[0].shape[:2] if n else (0, 0)
-    except Exception as exc:
-        raise AnimlcmError(
-            f"{path}: truncated or corrupt video ({_first_line(exc)}); re-download or re-encode it"
-        ) from None
-    if n == 0:
-        raise AnimlcmError(f"{path}: the video has zero frames; re-export or remove it")
-    if not np.isfinite(fps) or fps <= 0:
-        fps = 25.0  # some containers carry no rate; frames still decode fine
-    return VideoInfo(path=path, num_frames=n, fps=fps, height=int(h), width=int(w))
+# one reader for extract, render and eval (decord, PyAV where decord cannot), re-exported for the stage
+from animlcm.videoread import VIDEO_EXTENSIONS as VIDEO_EXTENSIONS
+from animlcm.videoread import VideoInfo as VideoInfo
+from animlcm.videoread import probe as probe
+from animlcm.videoread import read_frames as read_frames
 
 
 def sample_indices(num_src: int, src_fps: float, fps: float | None, max_frames: int | None) -> np.ndarray:
@@ -95,24 +32,6 @@ def sample_indices(num_src: int, src_fps: float, fps: float | None, max_frames: 
     if max_frames is not None:
         idx = idx[:max_frames]
     return idx.astype(np.int64)
-
-
-def read_frames(path: Path, indices: np.ndarray, batch_size: int = 32) -> Iterator[np.ndarray]:
-    """Yield uint8 (b, H, W, 3) batches of the given sorted source frames, read sequentially."""
-    try:
-        vr = _open_decord(path)
-    except Exception as exc:
-        raise AnimlcmError(f"{path}: truncated or corrupt video ({_first_line(exc)}); re-encode it") from None
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        try:
-            batch = vr.get_batch(chunk.tolist()).asnumpy()
-        except Exception as exc:
-            raise AnimlcmError(
-                f"{path}: truncated or corrupt video: decoding failed at frame {int(chunk[0])} of {len(vr)} "
-                f"({_first_line(exc)}); re-download or re-encode it"
-            ) from None
-        yield batch
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import animlcm
 from animlcm.cache import schema
 from animlcm.cache.writer import STATUS_FAILED, STATUS_OK, Manifest, ManifestEntry, VideoWriter
 from animlcm.errors import AnimlcmError
+from animlcm.outputs import disk_errno, disk_errors
 from animlcm.stages.extract import decode, face, labels, motion, pose, skeleton
 from animlcm.stages.extract.config import ExtractConfig
 
@@ -114,11 +115,11 @@ def _source_signature(path: Path) -> tuple[int, float]:
 def _pass_one(
     cfg: ExtractConfig, path: Path, indices: np.ndarray, det_scale: float, backend: pose.PoseBackend,
     tools: _Tools, kp_src: np.ndarray, face_src: np.ndarray, face_found: np.ndarray, crops: np.ndarray,
-    kept: list[np.ndarray] | None, advance: Callable[..., None],
+    kept: list[np.ndarray] | None, advance: Callable[..., None], decoder: str = "decord",
 ) -> int:  # fmt: skip
     """Decode the source frames once: pose, face boxes and 256 px face crops (filled in place)."""
     pos = 0
-    for batch in decode.read_frames(path, indices, cfg.decode_batch_size):
+    for batch in decode.read_frames(path, indices, cfg.decode_batch_size, decoder):
         b = len(batch)
         small = np.stack([decode.resize_for_detection(f, det_scale) for f in batch])
         kp = backend(small, indices[pos : pos + b])
@@ -181,6 +182,7 @@ def extract_video(
                 crops,
                 kept if keep else None,
                 advance,
+                info.backend,
             )
             world = getattr(backend, "world_landmarks", None)
         finally:
@@ -205,7 +207,10 @@ def extract_video(
         frames = crop.apply_frames(np.concatenate(kept))
     else:
         frames = np.concatenate(
-            [crop.apply_frames(b) for b in decode.read_frames(path, indices, cfg.decode_batch_size)]
+            [
+                crop.apply_frames(b)
+                for b in decode.read_frames(path, indices, cfg.decode_batch_size, info.backend)
+            ]
         )
     del kept
     kp_out = crop.apply_points(kp_src)
@@ -339,6 +344,9 @@ def _process(
     try:
         frames, fps, rate = extract_video(cfg, name, path, out, tools, cfg_hash, advance)
     except Exception as exc:  # bad input (AnimlcmError) or a bug: never stop the other videos
+        (out / schema.tmp_name(name)).unlink(missing_ok=True)
+        if disk_errno(exc) is not None:
+            raise  # a full or read-only disk fails every later video too: stop, keeping the finished ones
         if isinstance(exc, AnimlcmError):
             msg = _one_line(exc)
         else:
@@ -351,13 +359,14 @@ def _process(
 
 
 def run(cfg: ExtractConfig, inputs: list[Path], out: Path, console=None) -> ExtractSummary:
-    """Extract every video under ``inputs`` (this shard's slice) into the cache folder ``out``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Extract every video under ``inputs`` (this shard's slice) into the cache folder ``out``.
 
-    from animlcm.stages.extract.latents import LatentEncoder
+    A full or read-only disk stops the run with one line; the videos finished before stay in the cache."""
+    from animlcm.outputs import check_output
 
     cfg.validate()
     out = Path(out)
+    check_output(out, "--out", folder=True)  # before any model loads
     videos = decode.find_videos([Path(p) for p in inputs])
     if not videos:
         raise AnimlcmError(
@@ -365,6 +374,23 @@ def run(cfg: ExtractConfig, inputs: list[Path], out: Path, console=None) -> Extr
         )
     shard_i, shard_n = cfg.shard_index()
     mine = shard_slice(assign_names(videos), shard_i, shard_n)
+    summary = ExtractSummary(out=out)
+    with disk_errors(out, lambda: _kept(summary)):
+        return _run(cfg, out, mine, summary, console)
+
+
+def _kept(summary: ExtractSummary) -> str:
+    done = sum(r.status in ("ok", "skipped") for r in summary.results)
+    return f"the {done} finished videos are kept and are not redone" if done else "no video was finished yet"
+
+
+def _run(
+    cfg: ExtractConfig, out: Path, mine: list[tuple[str, Path]], summary: ExtractSummary, console
+) -> ExtractSummary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from animlcm.stages.extract.latents import LatentEncoder
+
     out.mkdir(parents=True, exist_ok=True)
 
     encoder = LatentEncoder(cfg.vae, cfg.teacher, cfg.preset, cfg.device, cfg.vae_batch_size)
@@ -377,7 +403,6 @@ def run(cfg: ExtractConfig, inputs: list[Path], out: Path, console=None) -> Extr
     dwpose = pose.DWPose(cfg.dwpose_weights, encoder.device) if cfg.pose == "dwpose" else None
     with pose.quiet_native_stderr():
         tools = _Tools(cfg, encoder, face.FaceDetector() if needs_faces else None, dwpose)
-    summary = ExtractSummary(out=out)
 
     progress = (
         Progress(

@@ -8,8 +8,7 @@ import torch
 
 from animlcm.errors import AnimlcmError
 from animlcm.stages.render.pipeline import RenderModel
-
-BUILTIN_STUDENT = Path(__file__).resolve().parents[2] / "assets" / "tiny" / "student"
+from animlcm.stages.render.precheck import BUILTIN_STUDENT
 
 # Stable Diffusion's VAE geometry, for `--preset sd15 --random` (timing real-size decode without weights)
 SD_VAE_CONFIG = dict(

@@ -190,8 +190,16 @@ def render_clip(
     *,
     face: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    generator: torch.Generator | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> RenderOutput:
-    """Animate ``reference`` (uint8 (H, W, 3)) with ``skeleton`` (uint8 (F, H, W, 3)) -> frames + timings."""
+    """Animate ``reference`` (uint8 (H, W, 3)) with ``skeleton`` (uint8 (F, H, W, 3)) -> frames + timings.
+
+    The one sampling path of the project: ``render``, ``eval``, the server and ``AnimationPipeline`` all
+    come here. ``generator``: where the initial and re-noising noise comes from (default: a CPU generator
+    seeded with ``settings.seed``); ``on_step(info)``: the sampler's ``{"x", "i", "t", "denoised"}`` after
+    each network call (the pipeline's ``callback_on_step_end``).
+    """
     from animlcm.diffusion import sampling, timesteps
     from animlcm.diffusion.param import consistency_from_output
     from animlcm.models.layout import frames_to_batch
@@ -215,11 +223,13 @@ def render_clip(
     # 2. the sampler over all frames; context windows are blended inside the callable it sees
     abar = model.schedule.alphas_cumprod(device=dev)
     kind = model.schedule.prediction_type
-    gen = torch.Generator().manual_seed(settings.seed)  # CPU generator: the same noise on every device
-    x_T = torch.randn((1, 4, num_frames, height // 8, width // 8), generator=gen).to(dev, dt)
+    # a CPU generator by default: the same noise on every device
+    gen = generator if generator is not None else torch.Generator().manual_seed(settings.seed)
+    shape = (1, 4, num_frames, height // 8, width // 8)
+    x_T = torch.randn(shape, generator=gen, device=gen.device).to(dev, dt)
 
     def noise_fn(like: torch.Tensor, _i: int) -> torch.Tensor:
-        return torch.randn(like.shape, generator=gen).to(like.device, like.dtype)
+        return torch.randn(like.shape, generator=gen, device=gen.device).to(like.device, like.dtype)
 
     def raw(c) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The network's raw output (eps / v) over all frames, windowed, for conditioning ``c``."""
@@ -232,7 +242,7 @@ def render_clip(
 
         return windowed_denoiser(window_out, num_frames, settings.window, settings.overlap)
 
-    cb = _callback(progress)
+    cb = _callback(progress, on_step)
     with _timed(timings, "denoising", dev):
         if settings.teacher:
             ts = timesteps.teacher_timesteps(settings.steps, model.schedule)
@@ -283,8 +293,15 @@ def render_clip(
     return RenderOutput(frames=frames, timings=timings, calls=calls, sampler=sampler)
 
 
-def _callback(progress: Callable[[int], None] | None):
-    """Adapt the samplers' ``callback(info)`` to a progress advance."""
-    if progress is None:
+def _callback(progress: Callable[[int], None] | None, on_step: Callable[[dict], None] | None = None):
+    """Adapt the samplers' ``callback(info)`` to a progress advance (then ``on_step(info)``)."""
+    if progress is None and on_step is None:
         return None
-    return lambda info: progress(int(info["i"]) + 1)
+
+    def callback(info: dict) -> None:
+        if progress is not None:
+            progress(int(info["i"]) + 1)
+        if on_step is not None:
+            on_step(info)
+
+    return callback

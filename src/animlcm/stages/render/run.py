@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from animlcm.errors import AnimlcmError
-from animlcm.stages.render import align, preview, sources, videoio
+from animlcm.stages.render import align, precheck, preview, sources, videoio
 from animlcm.stages.render.config import RenderConfig
 from animlcm.stages.render.pipeline import (
+    RenderModel,
     RenderOutput,
     SamplerSettings,
     check_steps,
@@ -109,23 +111,43 @@ def _progress(enabled: bool, total: int, label: str):
     return bar, lambda i: bar.update(task, completed=i)
 
 
-MIN_REFERENCE_SIDE = 32  # below this a person cannot be seen, let alone animated
+def _both(first: Callable[[int], None] | None, second: Callable[[int], None]) -> Callable[[int], None]:
+    """One step callback that advances the terminal bar (when there is one) and then calls ``second``."""
+
+    def advance(i: int) -> None:
+        if first is not None:
+            first(i)
+        second(i)
+
+    return advance
 
 
-def run(cfg: RenderConfig) -> RenderResult:
-    cfg.validate()
+def load_model(cfg: RenderConfig) -> RenderModel:
+    """The network ``cfg`` renders with (``--model``, the built-in student, ``--teacher``'s, ``--random``),
+    on ``cfg``'s device and dtype; ``run`` calls it, and a server calls it once and keeps the result."""
+    from animlcm.stages.render.model import load_render_model
+
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    return load_render_model(
+        cfg.model, preset=cfg.preset, random=cfg.random, teacher=cfg.teacher, device=device, dtype=dtype
+    )
+
+
+def run(
+    cfg: RenderConfig,
+    *,
+    model: RenderModel | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RenderResult:
+    """Render ``cfg``: inputs checked first, then the model (``model`` if given: ``load_model(cfg)``'s result
+    kept by a caller that renders many times), sampling, and the files written.
+
+    ``on_step(i, steps)`` is called after each sampling step (a web page's progress bar); an exception it
+    raises stops the render there (a cancelled job frees its worker at the next step).
+    """
     h, w = cfg.height, cfg.width
-    # 1. inputs first: a bad file fails before any model is built
-    if cfg.reference is None:
-        raise AnimlcmError("no reference image given: pass REF_IMAGE (the person to animate)")
-    # a cut-out's transparent pixels become a white studio wall, not the black PIL would leave
-    reference_full = videoio.read_image(cfg.reference, alpha_background=255)
-    if min(reference_full.shape[:2]) < MIN_REFERENCE_SIDE:
-        rh, rw = reference_full.shape[:2]
-        raise AnimlcmError(
-            f"{cfg.reference}: the reference is {rw}x{rh} pixels; pass an image of at least "
-            f"{MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE} showing the person (it is resized to {w}x{h})"
-        )
+    # 1. inputs first: every check that needs no model (sizes, --steps, --out, files) before one is built
+    reference_full = precheck.check_all(cfg)
     if cfg.pose is None:
         clip = builtin_dance(h, w, cfg.max_frames, cfg.seed)
     else:
@@ -137,12 +159,8 @@ def run(cfg: RenderConfig) -> RenderResult:
         clip = align_clip(clip, reference_full, h, w, str(cfg.reference))
 
     # 2. the model
-    from animlcm.stages.render.model import load_render_model
-
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
-    model = load_render_model(
-        cfg.model, preset=cfg.preset, random=cfg.random, teacher=cfg.teacher, device=device, dtype=dtype
-    )
+    if model is None:
+        model = load_model(cfg)
     settings = SamplerSettings(
         steps=cfg.steps,
         teacher=cfg.teacher,
@@ -158,6 +176,8 @@ def run(cfg: RenderConfig) -> RenderResult:
 
     # 3. sample
     bar, advance = _progress(cfg.progress, cfg.steps, f"rendering {clip.num_frames} frames")
+    if on_step is not None:
+        advance = _both(advance, lambda i: on_step(i, cfg.steps))
     with bar:
         out: RenderOutput = render_clip(
             model, reference, clip.skeleton, settings, face=face, progress=advance

@@ -137,7 +137,8 @@ def draw_skeletons(keypoints: np.ndarray, height: int, width: int) -> np.ndarray
     return draw(keypoints, height, width)
 
 
-def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int | None) -> PoseClip:
+def open_cache_entry(root: Path, name: str):
+    """The cache entry ``name`` opened for reading, or one line listing the names the cache does hold."""
     from animlcm.cache.reader import CacheReader
 
     reader = CacheReader(root)
@@ -149,7 +150,11 @@ def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int 
         raise AnimlcmError(
             f"{root}: no video '{name}' in this cache; choose one of: {', '.join(reader.videos[:10])}{more}"
         )
-    with reader.open(name) as entry:
+    return reader.open(name)
+
+
+def _from_cache(root: Path, name: str, height: int, width: int, max_frames: int | None) -> PoseClip:
+    with open_cache_entry(root, name) as entry:
         n = entry.num_frames if max_frames is None else min(max_frames, entry.num_frames)
         sel = slice(0, n)
         skeleton, frames = entry.skeleton(sel), entry.frames(sel)

@@ -1,4 +1,4 @@
-"""Video and image files in and out: PyAV for mp4 (H.264), Pillow for images; uint8 (F, H, W, 3)."""
+"""Video and image files in and out: ``animlcm.videoread`` in, PyAV out (H.264 mp4), Pillow for images."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ def read_image(path: Path, *, alpha_background: int = 0) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return _rgb(im, alpha_background)
+    except Image.DecompressionBombError:
+        raise AnimlcmError(
+            f"{path}: the image is too large to read safely (over {Image.MAX_IMAGE_PIXELS * 2} pixels); "
+            "resize it to under 4096 pixels a side"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise AnimlcmError(
             f"{path}: cannot read the image ({exc.__class__.__name__}); pass a PNG or JPEG"
@@ -61,13 +66,15 @@ def read_image(path: Path, *, alpha_background: int = 0) -> np.ndarray:
 
 
 def image_has_alpha(path: Path) -> bool:
-    """Whether an image file carries transparency (False for anything unreadable: read_image reports it)."""
+    """Whether an image has transparent pixels (False for anything unreadable: read_image reports it).
+
+    An alpha channel that is opaque everywhere (many exported photos) changes nothing, so it is no news."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return has_alpha(im)
-    except (OSError, ValueError):
+            return has_alpha(im) and bool((np.asarray(im.convert("RGBA"))[..., 3] < 255).any())
+    except (OSError, ValueError, Image.DecompressionBombError):
         return False
 
 
@@ -83,32 +90,10 @@ def write_image(path: Path, image: np.ndarray) -> None:
 
 
 def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video sequentially with PyAV: (uint8 (F, H, W, 3), fps)."""
-    import av
+    """A video as (uint8 (F, H, W, 3), fps), through extract's reader (decord, PyAV where decord fails)."""
+    from animlcm.videoread import read_video as read
 
-    path = Path(path)
-    if not path.is_file():
-        raise AnimlcmError(f"{path}: video not found")
-    frames = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise AnimlcmError(
-                    f"{path}: no video stream in this file; pass a video, an image folder or CACHE:name"
-                )
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except av.error.FFmpegError as exc:
-        raise AnimlcmError(
-            f"{path}: cannot decode the video ({exc.__class__.__name__}); pass an mp4/avi/webm"
-        ) from None
-    if not frames:
-        raise AnimlcmError(f"{path}: the video has no frames")
-    return np.stack(frames), fps
+    return read(Path(path), max_frames)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:

@@ -1,0 +1,117 @@
+"""Multi-process training as it runs on several GPUs, here on CPU processes (gloo): every rank trains on its
+own samples, all ranks hold the same weights after every step, one process writes the run folder, the log
+holds the mean loss over processes, and a stopped run resumes bit-exactly."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from animlcm.errors import AnimlcmError
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _launch(out: Path, steps: int, mode: str, processes: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    if processes == 1:
+        cmd = [sys.executable, str(WORKER), str(out), str(steps), mode]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+               str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(WORKER), str(out), str(steps), mode]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _records(out: Path, rank: int) -> list[dict]:
+    return [json.loads(x) for x in (out / f"rank{rank}.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_as_one_and_resume_bit_exactly(tmp_path):
+    straight = tmp_path / "straight"
+    done = _launch(straight, 4, "fresh")
+    assert done.returncode == 0, done.stderr[-2000:]
+    r0, r1 = _records(straight, 0), _records(straight, 1)
+    assert len(r0) == len(r1) == 4
+    for a, b in zip(r0, r1, strict=True):
+        assert not set(a["index"]) & set(b["index"])  # each rank its own samples
+        assert a["weights"] == b["weights"]  # and one model
+    assert len({r["weights"] for r in r0}) == 4  # which trained
+    seen = [i for r in r0 + r1 for i in r["index"]]
+    assert sorted(seen) == list(range(16))  # 4 steps x 2 ranks x batch 2: no sample twice, none skipped
+    log = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # one writer
+    for line, a, b in zip(log, r0, r1, strict=True):
+        assert line["loss"] == pytest.approx((a["loss"] + b["loss"]) / 2, rel=1e-6)
+        assert line["loss"] != pytest.approx(a["loss"], rel=1e-3)  # not rank 0's own
+    assert sorted(p.name for p in straight.glob("result-rank*")) == ["result-rank0.txt"]
+
+    # stopped after 2 steps (its checkpoint), resumed to 4: the same weights as the straight run
+    stopped = tmp_path / "stopped"
+    assert _launch(stopped, 2, "fresh").returncode == 0
+    resumed = _launch(stopped, 4, "resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["weights"] for r in _records(stopped, 0)] == [r["weights"] for r in r0]
+    assert [r["weights"] for r in _records(stopped, 1)] == [r["weights"] for r in r1]
+
+    # a checkpoint of 2 processes does not continue in 1: its sample stream would repeat samples
+    alone = _launch(stopped, 6, "resume", processes=1)
+    assert alone.returncode != 0
+    assert "written by 2 process(es), resumed with 1" in alone.stderr
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    out: Path
+    resume: bool = False
+    lr: float = 1e-3
+
+
+def _prepare_many(out: str) -> int:
+    from animlcm.stages.distill.trainer import prepare_run_dir
+
+    for _ in range(40):
+        prepare_run_dir(Path(out), _Cfg(out=Path(out)), frozenset())
+    return os.getpid()
+
+
+def test_run_folder_preparation_from_eight_processes_at_once(tmp_path):
+    out = str(tmp_path / "run")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(8) as pool:
+        pids = pool.map(_prepare_many, [out] * 8)  # any failure would raise here
+    assert len(set(pids)) >= 2
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("out:")
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_resume_compares_paths_as_files_and_accepts_a_moved_run(tmp_path, monkeypatch):
+    from animlcm.stages.distill.trainer import prepare_run_dir
+
+    @dataclass(frozen=True)
+    class Cfg:
+        out: Path
+        cache: Path
+        resume: bool = False
+        lr: float = 1e-3
+
+    (tmp_path / "cache").mkdir()
+    monkeypatch.chdir(tmp_path)
+    keep = frozenset({"resume"})
+    prepare_run_dir(Path("runs/x"), Cfg(out=Path("runs/x"), cache=Path("cache")), keep)
+    # the same cache typed absolute, through a symlink, and the run folder moved: all resume
+    (tmp_path / "link").symlink_to(tmp_path / "cache")
+    (tmp_path / "runs/x").rename(tmp_path / "moved")
+    for cache in (tmp_path / "cache", tmp_path / "link"):
+        prepare_run_dir(tmp_path / "moved", Cfg(out=tmp_path / "moved", cache=cache, resume=True), keep)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(AnimlcmError, match=r"cache: .*other.*--out .*moved"):
+        prepare_run_dir(tmp_path / "moved", Cfg(out=tmp_path / "moved", cache=Path("other"), resume=True),
+                        keep)  # fmt: skip
