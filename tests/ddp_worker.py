@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,26 +15,8 @@ from torch import nn
 from animlcm.stages.distill.ema import ema_names, make_target, update_ema
 from animlcm.stages.distill.trainer import TrainJob, make_accelerator, prepare_run_dir, train
 
-
-@dataclass(frozen=True)
-class LoopCfg:
-    out: Path
-    max_steps: int
-    resume: bool
-    max_minutes: float | None = None
-    batch_size: int = 2
-    grad_accum: int = 1
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    mixed_precision: str = "no"
-    checkpoint_every: int = 3
-    keep_checkpoints: int = 5
-    log_every: int = 1
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = False
-    adam_8bit: bool = False
+# the loop settings of the single-process tests (this script's folder, tests/, is first on sys.path)
+from test_trainer import LoopCfg
 
 
 class Stream(torch.utils.data.Dataset):
@@ -55,15 +36,16 @@ def digest(module: nn.Module) -> str:
 
 
 def main(out: str, max_steps: str, resume: str) -> None:
-    cfg = LoopCfg(out=Path(out), max_steps=int(max_steps), resume=resume == "resume")
+    cfg = LoopCfg(max_steps=int(max_steps), resume=resume == "resume", weight_decay=0.0)
+    run = Path(out)
     accelerator = make_accelerator(cfg)
-    prepare_run_dir(cfg.out, cfg, frozenset({"max_steps", "resume"}), write=accelerator.is_main_process)
+    prepare_run_dir(run, cfg, frozenset({"max_steps", "resume"}), write=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
     target = make_target(net)
     names = ema_names(net)
-    record = cfg.out / f"rank{accelerator.process_index}.jsonl"
+    record = run / f"rank{accelerator.process_index}.jsonl"
     seen: dict[str, object] = {}
 
     def step_fn(batch, model, gen):
@@ -78,10 +60,10 @@ def main(out: str, max_steps: str, resume: str) -> None:
             f.write(json.dumps({**seen, "weights": digest(student)}) + "\n")
 
     def finish(student, steps):
-        (cfg.out / f"result-rank{accelerator.process_index}.txt").write_text(str(steps))
-        return cfg.out
+        (run / f"result-rank{accelerator.process_index}.txt").write_text(str(steps))
+        return run
 
-    job = TrainJob(out=cfg.out, student=net, step_fn=step_fn, dataset=Stream(), finish=finish,
+    job = TrainJob(out=run, student=net, step_fn=step_fn, dataset=Stream(), finish=finish,
                    target=target, target_names=names, after_step=after, accelerator=accelerator)  # fmt: skip
     train(job, cfg)
 
