@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,8 +88,8 @@ def _pyav_header(path: Path) -> tuple[int, float, bool]:
         ) from None
 
 
-def _pyav_decode(path: Path) -> Iterator[np.ndarray]:
-    """Every decodable frame as uint8 (H, W, 3), in display order; damaged packets are skipped."""
+def _pyav_frames(path: Path) -> Iterator[Any]:
+    """Every decodable PyAV frame, in display order; damaged packets are skipped."""
     av = _quiet_av()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -98,26 +99,23 @@ def _pyav_decode(path: Path) -> Iterator[np.ndarray]:
                 frames = packet.decode()
             except av.error.FFmpegError:
                 continue  # a packet with no usable picture (mid-GOP start, damaged data): ffmpeg skips it too
-            for frame in frames:
-                yield frame.to_ndarray(format="rgb24")
+            yield from frames
+
+
+def _pyav_decode(path: Path) -> Iterator[np.ndarray]:
+    """Every decodable frame as uint8 (H, W, 3), in display order."""
+    for frame in _pyav_frames(path):
+        yield frame.to_ndarray(format="rgb24")
 
 
 def _count_pyav(path: Path) -> tuple[int, int, int]:
-    """(decodable frames, height, width), decoding once (the header's count may promise frames not there)."""
-    av = _quiet_av()
+    """(decodable frames, height, width), decoding once (the header's count may promise frames not there);
+    the frames are never converted to arrays."""
     n, hw = 0, (0, 0)
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                continue
-            for frame in frames:
-                if n == 0:
-                    hw = (frame.height, frame.width)
-                n += 1
+    for frame in _pyav_frames(path):
+        if n == 0:
+            hw = (frame.height, frame.width)
+        n += 1
     return n, *hw
 
 
