@@ -33,6 +33,7 @@ PREFIX = "step-"
 class TrainState:
     step: int  # optimizer steps done
     data_position: int  # samples this process has consumed from its stream
+    processes: int = 1  # how many processes shared the stream when the checkpoint was written
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -157,7 +158,11 @@ def load_checkpoint(
     # every file is read before anything is restored, so a damaged one leaves the run untouched
     meta = load_json(folder / "state.json", fix)
     try:
-        saved = TrainState(step=int(meta["step"]), data_position=int(meta["data_position"]))
+        saved = TrainState(
+            step=int(meta["step"]),
+            data_position=int(meta["data_position"]),
+            processes=int(meta.get("processes", 1)),
+        )
     except (KeyError, TypeError, ValueError):
         raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
     opt_state = load_torch_state(folder / "optimizer.pt", fix)

@@ -74,7 +74,9 @@ def same_conditioning(net: nn.Module, other: nn.Module | None) -> bool:
             return False
         for name, p in mine.items():
             q = theirs[name]
-            if p.requires_grad or p.dtype != q.dtype or p.shape != q.shape or not torch.equal(p, q):
+            if p.requires_grad or p.dtype != q.dtype or p.shape != q.shape:
+                return False
+            if p is not q and not torch.equal(p, q):  # the EMA target shares the frozen encoders themselves
                 return False
     return True
 

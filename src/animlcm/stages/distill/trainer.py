@@ -398,7 +398,7 @@ def resume_state(
             reasons.append(str(error))
             say(f"{error}; trying the checkpoint before it" if ckpt != found[0] else str(error), flush=True)
             continue
-        processes = int(json.loads((ckpt / "state.json").read_text()).get("processes", 1))
+        processes = state.processes
         if processes != accelerator.num_processes:
             # each process reads its own share of the sample stream: another count would re-read samples
             raise AnimlcmError(

@@ -9,6 +9,7 @@ and the process's peak resident memory on CPU (a high-water mark: it never goes 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import resource
 import sys
@@ -145,8 +146,6 @@ def teacher_renders(
 
     if cache is None:
         return fresh()
-    import hashlib
-
     weights = sorted(Path(teacher_dir).rglob("*.safetensors"))
     key = json.dumps(
         {
@@ -173,8 +172,6 @@ def teacher_renders(
 
 
 def _digest(*arrays: np.ndarray | None) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for a in arrays:
         h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
