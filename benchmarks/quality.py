@@ -368,14 +368,13 @@ def claims_table(rows: list[dict], steps: int) -> str:
             "pairs", "verdict (PSNR)", "verdict (vs teacher)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for paper, claim, full, ablated in CLAIMS:
-        psnr = paired(rows, full, ablated, steps, "psnr")
+        diffs = {key: paired(rows, full, ablated, steps, key)
+                 for key in ("psnr", "psnr_vs_teacher", "part_colour_error")}  # fmt: skip
+        psnr, fidelity = diffs["psnr"], diffs["psnr_vs_teacher"]
         if psnr is None:
             continue
         cells = [paper, f"{claim} (`{full}` vs `{ablated}`)"]
-        for key in ("psnr", "psnr_vs_teacher", "part_colour_error"):
-            d = paired(rows, full, ablated, steps, key)
-            cells.append("-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}")
-        fidelity = paired(rows, full, ablated, steps, "psnr_vs_teacher")
+        cells += ["-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}" for d in diffs.values()]
         cells += [
             str(psnr[2]),
             verdict(*psnr),

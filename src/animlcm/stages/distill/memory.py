@@ -127,8 +127,8 @@ def plan_distill(cfg: Any) -> MemoryPlan:
     target = make_target(student)
 
     half = cfg.mixed_precision in ("bf16", "fp16")
-    trained = [p for p in _unique_params(student).values() if p.requires_grad]
     student_params = _unique_params(student)
+    trained = [p for p in student_params.values() if p.requires_grad]
     target_only = {k: p for k, p in _unique_params(target).items() if k not in student_params}
     rows: list[tuple[str, int, str]] = []
     for part in ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head"):
