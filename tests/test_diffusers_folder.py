@@ -15,7 +15,6 @@ from animlcm.models.diffusers_folder import MODEL_INDEX, weights_file
 from animlcm.models.io import META_FILE, load_model_folder, save_model_folder
 from animlcm.models.presets import tiny_network
 from animlcm.models.vae import build_tiny_vae
-from animlcm.stages.render.precheck import BUILTIN_STUDENT
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +154,5 @@ def test_flat_folders_still_load(net, tmp_path):
     d = save_model_folder(net, None, tmp_path / "flat", layout="flat")
     assert sorted(p.name for p in d.iterdir()) == [META_FILE, "model.safetensors"]
     assert same_state(load_model_folder(d).net, net)
-    # the built-in student, in the flat layout, loads as before
-    builtin = load_model_folder(BUILTIN_STUDENT)
-    assert builtin.kind == "student" and builtin.meta["segments"] >= 1
     with pytest.raises(AnimlcmError, match="layout 'zip'"):
         save_model_folder(net, None, tmp_path / "z", layout="zip")

@@ -187,7 +187,7 @@ def test_dataset_samples(tiny_cache, tmp_path):
 # ---------------------------------------------------------------------------------------------- methods
 @pytest.mark.parametrize("method", METHODS)
 def test_method_spatial_then_temporal(method, tiny_cache, tiny_teacher, tmp_path):
-    from animlcm.models.io import load_model_folder
+    from animlcm.models.io import load_model_folder, read_folder_meta
     from animlcm.stages.distill.trainer import run
 
     spatial = run(_cfg(tiny_cache, tiny_teacher, tmp_path / "s", method=method, stage="spatial"))
@@ -219,7 +219,23 @@ def test_method_spatial_then_temporal(method, tiny_cache, tiny_teacher, tmp_path
         # the spatial student is a LoRA on the teacher; the temporal one is full weights (LoRA merged)
         spatial_student = load_model_folder(spatial.result)
         assert (Path(spatial.result) / "lora").is_dir()
-        assert spatial_student.meta["base_teacher"] == str(Path(tiny_teacher).resolve())
+        # linked relative to the student folder, with the absolute path as a fallback
+        assert not Path(spatial_student.meta["base_teacher"]).is_absolute()
+        assert (
+            Path(spatial.result) / spatial_student.meta["base_teacher"]
+        ).resolve() == tiny_teacher.resolve()
+        assert spatial_student.meta["base_teacher_absolute"] == str(tiny_teacher.resolve())
+    # a full student stores only what it changed: exactly the parts equal to the teacher's are linked
+    teacher = load_model_folder(tiny_teacher)
+    shared = read_folder_meta(temporal.result).get("shared", {})
+    for part in ("reference_unet", "pose_guider", "image_encoder"):
+        mine, theirs = getattr(loaded.net, part).state_dict(), getattr(teacher.net, part).state_dict()
+        same = all(torch.equal(mine[k], theirs[k]) for k in mine)
+        assert (part in shared) == same, (part, same)
+        assert (
+            not (Path(temporal.result) / part).exists() if same else (Path(temporal.result) / part).is_dir()
+        )
+    assert "vae" in shared and "image_encoder" in shared  # never trained
 
 
 def test_merge_ablations_keeps_the_earlier_stage():

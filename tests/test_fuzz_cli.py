@@ -70,7 +70,8 @@ def world(tmp_path_factory) -> Path:
     # model folders: weights cut short, metadata cut short
     cut_model = w / "cut_model"
     shutil.copytree(BUILTIN_STUDENT, cut_model)
-    weights = cut_model / "model.safetensors"
+    shutil.copytree(BUILTIN_STUDENT.parent / "teacher", w / "teacher")  # the parts it links (../teacher)
+    weights = cut_model / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:4096])
     cut_json = w / "cut_json"
     shutil.copytree(BUILTIN_STUDENT, cut_json, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -126,7 +127,7 @@ CASES = [
     ("render W/ref.png --out W/o.mp4 --max-frames 0", "--max-frames"),
     ("render W/ref.png --out W/o.mp4 --config W/cut.yaml", "cut.yaml"),
     # render: model folders
-    ("render W/ref.png --out W/o.mp4 --model W/cut_model", "model.safetensors"),
+    ("render W/ref.png --out W/o.mp4 --model W/cut_model", "diffusion_pytorch_model.safetensors"),
     ("render W/ref.png --out W/o.mp4 --model W/cut_json", "animlcm.json"),
     ("render W/ref.png --out W/o.mp4 --model W/no_model", "no_model"),
     # extract
@@ -140,7 +141,7 @@ CASES = [
     ("eval --cache W/cut_cache --out W/e", "manifest.json"),
     ("eval --cache W/cut_cache --out W/notes.txt/e", "notes.txt"),
     ("eval --model W/cut_json --cache W/cut_cache --out W/e", "manifest.json"),  # the cheaper check first
-    ("export W/cut_model --out W/x", "model.safetensors"),
+    ("export W/cut_model --out W/x", "diffusion_pytorch_model.safetensors"),
     ("export W/cut_json --out W/x", "animlcm.json"),
     ("export W/cut_model --out W/notes.txt/x", "notes.txt"),
     # training

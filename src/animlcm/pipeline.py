@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 
 from animlcm.errors import AnimlcmError
@@ -39,9 +40,15 @@ class AnimationPipelineOutput(BaseOutput):
     frames: Any
 
 
-class AnimationPipeline(DiffusionPipeline):
-    """Pose-guided animation of a reference image with an animlcm teacher or student (see the module doc)."""
+class AnimationPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Pose-guided animation of a reference image with an animlcm teacher or student (see the module doc).
 
+    ``pipe.load_lora_weights(student / "lora")`` puts a LoRA student's adapter on its teacher's pipeline
+    (diffusers' own loader: the file is a pipeline LoRA file, keys ``unet.*``).
+    """
+
+    _lora_loadable_modules = ["unet"]
+    text_encoder = None  # the UNet is conditioned on CLIP image tokens: no text encoder takes a LoRA
     model_cpu_offload_seq = "image_encoder->reference_unet->pose_guider->unet->vae"
     _optional_components = ["face_projector", "aux_head"]
     _callback_tensor_inputs = ["latents", "denoised"]
@@ -84,7 +91,18 @@ class AnimationPipeline(DiffusionPipeline):
 
         path = Path(pretrained_model_name_or_path)
         if path.is_dir() and not (path / MODEL_INDEX).exists() and (path / META_FILE).exists():
-            return cls.from_model_folder(path, torch_dtype=kwargs.get("torch_dtype"))
+            return cls.from_model_folder(path, torch_dtype=kwargs.get("torch_dtype") or kwargs.get("dtype"))
+        # diffusers loads components only from modules already imported (it never imports one a folder names)
+        import animlcm.diffusion.scheduler  # noqa: F401  (SegmentedConsistencyScheduler)
+        import animlcm.models.components  # noqa: F401
+
+        # float32 unless asked (as the project's loader): transformers would otherwise keep a float16 file's
+        # CLIP encoder in float16 next to float32 diffusers parts; diffusers 0.42 calls torch_dtype "dtype"
+        if kwargs.get("torch_dtype") is not None:
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
+        kwargs.setdefault("dtype", torch.float32)
+        if path.is_dir() and (path / META_FILE).exists():
+            kwargs = {**_shared_components(path, kwargs), **kwargs}
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
@@ -136,6 +154,10 @@ class AnimationPipeline(DiffusionPipeline):
         save_model_folder(
             net, self.vae, save_directory, self.config.kind, self._schedule(), meta, scheduler=self.scheduler
         )
+
+    @classmethod
+    def load_lora_into_text_encoder(cls, *args: Any, **kwargs: Any) -> None:
+        """No text encoder here (the mixin's call is a no-op)."""
 
     # ------------------------------------------------------------------------------------------ the network
     @property
@@ -281,6 +303,28 @@ class AnimationPipeline(DiffusionPipeline):
 
 
 _OWN_PARTS = ("pose_guider", "face_projector", "aux_head")
+
+
+def _shared_components(folder: Path, kwargs: dict) -> dict:
+    """The components a student links to its teacher (``animlcm.json`` "shared"), each loaded from the
+    teacher's folder with its own library's ``from_pretrained`` (the digest checked first)."""
+    import importlib
+
+    from animlcm.models.diffusers_folder import read_index
+    from animlcm.models.io import read_folder_meta
+    from animlcm.models.linked import shared_source
+
+    shared = read_folder_meta(folder).get("shared") or {}
+    index = read_index(folder)
+    out = {}
+    for part, entry in shared.items():
+        if part in kwargs:  # the caller's own component wins, as in diffusers
+            continue
+        source = shared_source(folder, part, entry)
+        library, name = index[part]
+        cls = getattr(importlib.import_module(library), name)
+        out[part] = cls.from_pretrained(str(source), subfolder=part, dtype=kwargs["dtype"])
+    return out
 
 
 def _as_component(name: str, module: Any) -> Any:

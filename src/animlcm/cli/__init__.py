@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "render",
     "evaluate",
     "export",
+    "convert",
     "serve",
 )
 

@@ -140,6 +140,13 @@ def register(app: typer.Typer) -> None:
                 help="One reference-net pass per step where target and teacher would match it exactly.",
             ),
         ] = None,
+        standalone: Annotated[
+            OptBool,
+            typer.Option(
+                "--standalone/--link-teacher",
+                help="Self-contained student folder (default: link the parts equal to the teacher's).",
+            ),
+        ] = None,
         # DanceLCM
         segments: Annotated[OptInt, typer.Option("--segments", help="K segments (1 = plain LCD).")] = None,
         aux_head: Annotated[
@@ -215,7 +222,7 @@ def register(app: typer.Typer) -> None:
             preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
             ema=ema, adjacent=adjacent, loss=loss, huber_c=huber_c, share_reference=share_reference,
-            reuse_reference=reuse_reference,
+            reuse_reference=reuse_reference, standalone=standalone,
             segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,
             face_tokens=face_tokens,

@@ -114,7 +114,8 @@ def _ints(flag: str, text: str | None) -> list[int] | None:
 
 @teacher_app.command("info")
 def info_cmd(directory: Annotated[Path, typer.Argument(help="A teacher or student folder.")]) -> None:
-    """Print a model folder's parts, parameter counts, prediction type and noise schedule."""
+    """Print a model folder's parts, parameter counts, where each part's weights come from, prediction type
+    and noise schedule."""
     from rich.console import Console
 
     _print_info(directory, Console())
@@ -133,6 +134,12 @@ def _print_info(directory: Path, console) -> None:
         table.add_row(part, f"{n / 1e6:,.2f} M" if n >= 1e5 else f"{n:,}")
     table.add_row("[bold]total[/]", f"[bold]{info.total / 1e6:,.2f} M[/]")
     console.print(table)
+    where = Table(title=f"where its weights are ({info.layout} layout)")
+    where.add_column("component")
+    where.add_column("read from")
+    for part, source in info.sources.items():
+        where.add_row(part, source)
+    console.print(where)
     s = info.schedule
     console.print(f"prediction type: [bold]{info.prediction_type}[/]")
     console.print(

@@ -11,6 +11,9 @@
     DIR/vae/                                 diffusers AutoencoderKL
     DIR/scheduler/                           DDIMScheduler | LCMScheduler | SegmentedConsistencyScheduler
 
+A student's parts that equal its teacher's bit for bit may be left out and linked instead (``shared``, see
+``linked.py``): the index still names them, their files stay in the teacher's folder.
+
 ``animlcm.json`` stays next to them: kind, meta and the network config the project's own loader (and every
 stage's precheck) reads without touching weights. This module writes and reads the components; ``io.py``
 owns the folder as a whole (atomic writes, strict loads).
@@ -76,9 +79,17 @@ def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file(state, str(path), metadata={"format": "pt"})
 
 
-def write_components(tmp: Path, net: nn.Module, vae: Any, scheduler: Any, extra: dict | None = None) -> dict:
+def write_components(
+    tmp: Path,
+    net: nn.Module,
+    vae: Any,
+    scheduler: Any,
+    extra: dict | None = None,
+    shared: set[str] | frozenset[str] = frozenset(),
+) -> dict:
     """Write every component of ``net`` (+ ``vae``, ``scheduler``) into ``tmp`` and its ``model_index.json``
-    (``extra``: the pipeline's config values); returns the index."""
+    (``extra``: the pipeline's config values); parts in ``shared`` are indexed but not written (they live in
+    the teacher's folder). Returns the index."""
     import diffusers
 
     from animlcm.models.components import part_model
@@ -87,32 +98,73 @@ def write_components(tmp: Path, net: nn.Module, vae: Any, scheduler: Any, extra:
     index.update(extra or {})
     for part in NETWORK_PARTS:
         module = getattr(net, part, None)
-        if module is None:
-            index[part] = [None, None]
+        index[part] = [None, None] if module is None else _index_entry(part, module)
+        if module is None or part in shared:
             continue
         state = _plain_state(module)
         sub = tmp / part
         sub.mkdir(parents=True)
         if part == "image_encoder":
             module.config.save_pretrained(str(sub))
-            index[part] = ["transformers", type(module).__name__]
         elif part in ("unet", "reference_unet"):
             module.save_config(str(sub))
             if part == "reference_unet":
                 state.update(_reference_head(module, next(iter(state.values()))))
-            index[part] = ["diffusers", type(module).__name__]
         else:
-            twin = part_model(part, module)
-            twin.save_config(str(sub))
-            index[part] = [COMPONENTS_LIBRARY, type(twin).__name__]
+            part_model(part, module).save_config(str(sub))
         _save_weights(state, weights_file(tmp, part))
     if vae is not None:
-        vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
+        if "vae" not in shared:
+            vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
         index["vae"] = ["diffusers", type(vae).__name__]
     scheduler.save_pretrained(str(tmp / "scheduler"))
     index["scheduler"] = [_library_of(scheduler), type(scheduler).__name__]
     (tmp / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return index
+
+
+def _index_entry(part: str, module: nn.Module) -> list[str]:
+    """``[library, class]`` as ``write_components`` indexes ``part``."""
+    from animlcm.models.components import part_model
+
+    if part == "image_encoder":
+        return ["transformers", type(module).__name__]
+    if part in ("unet", "reference_unet"):
+        return ["diffusers", type(module).__name__]
+    return [COMPONENTS_LIBRARY, type(part_model(part, module)).__name__]
+
+
+def shareable_parts(net: nn.Module, vae: Any, teacher: Path, read: Any) -> list[str]:
+    """The parts of ``net`` (and ``vae``) whose weights equal those in the diffusers-layout folder
+    ``teacher`` value for value (so loading the teacher's file gives back exactly this student's tensors);
+    ``read(path)`` reads one weights file."""
+    if not is_diffusers_folder(teacher):
+        return []
+    index = read_index(teacher)
+    modules = {p: getattr(net, p, None) for p in NETWORK_PARTS}
+    modules["vae"] = vae
+    same = []
+    for part, module in modules.items():
+        entry = index.get(part)
+        path = weights_file(teacher, part)
+        if module is None or not entry or entry[0] is None or not path.is_file():
+            continue
+        if _index_entry_of(part, module) != list(entry):
+            continue
+        theirs = read(path)
+        if part == "reference_unet":
+            theirs = {k: v for k, v in theirs.items() if k not in REFERENCE_HEAD}
+        ours = _plain_state(module)
+        if ours.keys() == theirs.keys() and all(
+            ours[k].shape == theirs[k].shape and torch.equal(theirs[k].to(ours[k].dtype), ours[k])
+            for k in ours
+        ):
+            same.append(part)
+    return same
+
+
+def _index_entry_of(part: str, module: Any) -> list[str]:
+    return ["diffusers", type(module).__name__] if part == "vae" else _index_entry(part, module)
 
 
 def _library_of(obj: Any) -> str:
@@ -136,15 +188,19 @@ def read_index(directory: Path) -> dict:
     return index
 
 
-def read_network_state(directory: Path, read: Any) -> dict[str, torch.Tensor]:
-    """The network's state dict (``part.key``) from the component folders; ``read(path)`` reads one file."""
+def read_network_state(directory: Path, read: Any, shared: dict | None = None) -> dict[str, torch.Tensor]:
+    """The network's state dict (``part.key``) from the component folders (``shared``: the parts linked to
+    another folder, see ``linked.py``); ``read(path)`` reads one file."""
+    from animlcm.models.linked import shared_source
+
     index = read_index(directory)
     state: dict[str, torch.Tensor] = {}
     for part in NETWORK_PARTS:
         entry = index.get(part)
         if not entry or entry[0] is None:
             continue
-        tensors = read(weights_file(directory, part))
+        home = shared_source(directory, part, shared[part]) if part in (shared or {}) else directory
+        tensors = read(weights_file(home, part))
         if part == "reference_unet":
             tensors = {k: v for k, v in tensors.items() if k not in REFERENCE_HEAD}
         state.update({f"{part}.{k}": v for k, v in tensors.items()})

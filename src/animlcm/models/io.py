@@ -13,6 +13,10 @@ the earlier flat layout ("format": 1) still load, and LoRA students are still wr
     DIR/extra.safetensors     the LoRA student's own non-UNet parts (pose guider, face projector, aux head)
     DIR/vae/                  a diffusers AutoencoderKL folder
 
+Folders a folder points at (a student's ``teacher``, a LoRA student's ``base_teacher``, the teacher holding a
+full student's ``shared`` parts) are recorded relative to it, with the absolute path as a fallback
+(``linked.py``): a moved or copied pair still loads.
+
 Writes go to ``DIR.tmp``, renamed at the end; loads are strict (every key, right shapes, nothing extra).
 """
 
@@ -83,6 +87,25 @@ def read_folder_meta(directory: str | Path) -> dict:
     return data
 
 
+def vae_folder(directory: str | Path) -> Path | None:
+    """The VAE folder a model folder uses: its own ``vae/``, the linked teacher's (a student that shares it),
+    or its LoRA base's; None when it has none (the preset's default VAE then)."""
+    from animlcm.models.linked import meta_target, shared_source
+
+    directory = Path(directory)
+    own = directory / VAE_DIR
+    if (own / "config.json").exists():
+        return own
+    data = read_folder_meta(directory)
+    shared = data.get("shared") or {}
+    if "vae" in shared:
+        return shared_source(directory, "vae", shared["vae"]) / VAE_DIR
+    if is_lora_folder(directory):
+        base = meta_target(data.get("meta") or {}, "base_teacher", directory, what="base teacher") / VAE_DIR
+        return base if (base / "config.json").exists() else None
+    return None
+
+
 def folder_kind(directory: str | Path) -> ModelFolderKind:
     """``"teacher"`` or ``"student"`` (AnimlcmError when DIR is neither)."""
     return read_folder_meta(directory)["kind"]
@@ -138,14 +161,23 @@ def save_model_folder(
     lora: bool = False,
     layout: str = "diffusers",
     scheduler: Any = None,
+    links: dict[str, str | Path] | None = None,
+    share_from: str | Path | None = None,
+    absolute_links: bool = True,
 ) -> Path:
     """Write a model folder (atomically). ``layout``: ``diffusers`` (one subfolder per component, the
     default) or ``flat`` (one ``model.safetensors``, the earlier format). ``lora=True``: the LoRA adapter +
-    the student's own small parts (always flat); ``meta["base_teacher"]`` must then name the teacher folder
-    the adapter applies to. ``scheduler``: what ``scheduler/`` holds (default: the one that samples this
-    kind of model as it was trained, ``folder_scheduler``)."""
+    the student's own small parts (always flat); ``links["base_teacher"]`` (or ``meta["base_teacher"]``)
+    must then name the teacher folder the adapter applies to. ``scheduler``: what ``scheduler/`` holds
+    (default: the one that samples this kind of model as it was trained, ``folder_scheduler``).
+
+    ``links``: meta keys naming other folders (``teacher``, ``base_teacher``, ``spatial_run``), stored
+    relative to DIR (+ the absolute path unless ``absolute_links`` is False). ``share_from``: a teacher folder
+    in the diffusers layout; the parts equal to its own are linked, not written (diffusers layout only)."""
     from safetensors.torch import save_file
 
+    from animlcm.models.diffusers_folder import shareable_parts, weights_file
+    from animlcm.models.linked import file_digest, link, meta_link
     from animlcm.models.lora import has_lora, save_lora
 
     if kind not in KINDS:
@@ -160,19 +192,29 @@ def save_model_folder(
         schedule = net.config.schedule
     schedule_d = schedule.to_dict() if isinstance(schedule, NoiseSchedule) else dict(schedule)
     NoiseSchedule.from_dict(schedule_d)  # validate before writing anything
+    links = {k: v for k, v in (links or {}).items() if v is not None}
     if lora:
         if not has_lora(net):
             raise AnimlcmError("save_model_folder(lora=True): the network has no LoRA adapter")
-        base = meta.get("base_teacher")
+        base = links.get("base_teacher") or meta.get("base_teacher")
         if not base or not (Path(base) / META_FILE).exists():
             raise AnimlcmError(
                 f"a LoRA student needs meta['base_teacher'] = an existing teacher folder (got {base!r})"
             )
-        meta["base_teacher"] = str(Path(base).resolve())
+        links["base_teacher"] = base
     elif has_lora(net):
         raise AnimlcmError(
             "the network has an unmerged LoRA adapter: save with lora=True, or merge_lora(net) first"
         )
+
+    for key, target in links.items():
+        meta_link(meta, key, target, directory, absolute=absolute_links)
+    shared: dict[str, dict] = {}
+    if share_from is not None and layout == "diffusers":
+        teacher = Path(share_from)
+        for part in shareable_parts(net, vae, teacher, lambda p: _read_weights(p, teacher)):
+            entry = link(teacher, directory, absolute=absolute_links)
+            shared[part] = {**entry, "sha256": file_digest(weights_file(teacher, part))}
 
     tmp = _atomic_dir(directory)
     try:
@@ -181,6 +223,8 @@ def save_model_folder(
         record = {"format": FORMAT, "kind": kind, "network": network, "schedule": schedule_d, "meta": meta}
         if layout == "diffusers":
             record = {**record, "format": DIFFUSERS_FORMAT, "layout": "diffusers"}
+            if shared:
+                record["shared"] = shared
         (tmp / META_FILE).write_text(json.dumps(record, indent=1))
         header = {"format": "pt", "kind": kind}
         if layout == "diffusers":
@@ -189,7 +233,7 @@ def save_model_folder(
 
             if scheduler is None:
                 scheduler = folder_scheduler(kind, NoiseSchedule.from_dict(schedule_d), meta)
-            write_components(tmp, net, vae, scheduler, extra=_index_extra(kind, net))
+            write_components(tmp, net, vae, scheduler, extra=_index_extra(kind, net), shared=set(shared))
             vae = None  # written with the components
         elif lora:
             save_lora(net, tmp / LORA_DIR)
@@ -244,12 +288,13 @@ def _read_weights(path: Path, folder: Path | None = None) -> dict[str, torch.Ten
     )
 
 
-def _network_state(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
+def _network_state(directory: Path, shared: dict | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """The network's whole state dict from a folder of either layout, and what to name in errors."""
     from animlcm.models.diffusers_folder import is_diffusers_folder, read_network_state
 
     if is_diffusers_folder(directory):
-        return read_network_state(directory, lambda p: _read_weights(p, directory)), str(directory)
+        state = read_network_state(directory, lambda p: _read_weights(p, p.parent.parent), shared)
+        return state, str(directory)
     return _read_weights(directory / WEIGHTS_FILE), str(directory / WEIGHTS_FILE)
 
 
@@ -261,6 +306,7 @@ def load_model_folder(
     vae: bool = True,
 ) -> LoadedModel:
     """Load a teacher or student folder (strict; safetensors only); a LoRA student loads its base first."""
+    from animlcm.models.linked import meta_target
     from animlcm.models.lora import load_lora
     from animlcm.models.presets import empty_network
 
@@ -275,14 +321,10 @@ def load_model_folder(
     schedule = NoiseSchedule.from_dict(data.get("schedule") or cfg.schedule)
     meta = data.get("meta", {})
     net = empty_network(cfg)
+    shared = data.get("shared") or {}
     if is_lora_folder(directory):
-        base = Path(meta.get("base_teacher", ""))
-        if not (base / META_FILE).exists():
-            raise AnimlcmError(
-                f"{directory}: LoRA student whose base teacher {str(base)!r} is missing; restore that folder "
-                f"or edit meta.base_teacher in {META_FILE}"
-            )
-        state, source = _network_state(base)
+        base = meta_target(meta, "base_teacher", directory, what="base teacher (of this LoRA student)")
+        state, source = _network_state(base, read_folder_meta(base).get("shared"))
         state.update(_read_weights(directory / EXTRA_FILE))
         # the base teacher may lack the student's extra parts (face projector, aux head): from extra
         expected = set(net.state_dict())
@@ -291,15 +333,13 @@ def load_model_folder(
         net.to(device=device, dtype=dtype)
         load_lora(net, directory / LORA_DIR)
     else:
-        _load_strict(net, *_network_state(directory))
+        _load_strict(net, *_network_state(directory, shared))
     net.to(device=device, dtype=dtype).eval()
     realign(net)
     loaded_vae = None
     if vae:
-        vae_dir = directory / VAE_DIR
-        if not (vae_dir / "config.json").exists() and is_lora_folder(directory):
-            vae_dir = Path(meta["base_teacher"]) / VAE_DIR
-        if (vae_dir / "config.json").exists():
+        vae_dir = vae_folder(directory)
+        if vae_dir is not None:
             from diffusers import AutoencoderKL
 
             # torch_dtype at load time (not .to(dtype) after): diffusers keeps the parts that must stay
@@ -332,3 +372,48 @@ def load_network(
     """``(net, vae)`` of a model folder (see :func:`load_model_folder` for the schedule, kind and meta)."""
     loaded = load_model_folder(directory, device, dtype)
     return loaded.net, loaded.vae
+
+
+def component_sources(directory: str | Path) -> dict[str, str]:
+    """Where each component's weights are read from, in words (``teacher info``): this folder's own
+    subfolder or file, a linked teacher's (and whether its digest still matches), or a LoRA student's
+    base."""
+    from animlcm.models.diffusers_folder import NETWORK_PARTS, is_diffusers_folder, read_index, weights_file
+    from animlcm.models.linked import file_digest, meta_target, resolve_link
+
+    directory = Path(directory)
+    data = read_folder_meta(directory)
+    meta = data.get("meta") or {}
+    out: dict[str, str] = {}
+    if is_lora_folder(directory):
+        try:
+            base = str(meta_target(meta, "base_teacher", directory, what="base teacher"))
+        except AnimlcmError:
+            base = f"{meta.get('base_teacher')} (MISSING)"
+        out["unet"] = f"base teacher {base} + {LORA_DIR}/ adapter"
+        out["other parts"] = f"base teacher {base}; the student's own in {EXTRA_FILE}"
+        return out
+    if not is_diffusers_folder(directory):
+        return {"all parts": WEIGHTS_FILE, "vae": f"{VAE_DIR}/" if (directory / VAE_DIR).is_dir() else "none"}
+    index = read_index(directory)
+    shared = data.get("shared") or {}
+    for part in (*NETWORK_PARTS, "vae"):
+        entry = index.get(part)
+        if not entry or entry[0] is None:
+            continue
+        if part not in shared:
+            out[part] = f"{part}/"
+            continue
+        link = shared[part]
+        try:
+            source = resolve_link(
+                link.get("from"), directory, link.get("absolute"), what="teacher", hub=False
+            )
+        except AnimlcmError:
+            out[part] = f"linked: {link.get('from')}/{part}/ (MISSING)"
+            continue
+        path = weights_file(source, part)
+        ok = path.is_file() and (not link.get("sha256") or file_digest(path) == link["sha256"])
+        state = "digest matches" if ok else "CHANGED since written"
+        out[part] = f"linked: {link.get('from')}/{part}/ = {source}/{part}/ ({state})"
+    return out

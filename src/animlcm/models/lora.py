@@ -1,8 +1,9 @@
 """LoRA on the denoising UNet through peft (diffusers' ``add_adapter``): LCM-LoRA's layers or attention.
 
-Saved with diffusers' ``save_lora_adapter`` (``pytorch_lora_weights.safetensors``, the ``LoraConfig`` in its
-header metadata: loadable by diffusers too) and loaded strictly with peft: every LoRA tensor of the adapter
-must be in the file and nothing else. Never pickle.
+Saved as a diffusers pipeline LoRA file (``pytorch_lora_weights.safetensors``: keys ``unet.*``, the
+``LoraConfig`` in its header metadata), so ``AnimationPipeline.load_lora_weights`` puts a student's adapter on
+its teacher, and loaded strictly with peft: every LoRA tensor of the adapter must be in the file and nothing
+else (files written before, without the ``unet.`` prefix, load too). Never pickle.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from animlcm.errors import AnimlcmError
 
 ADAPTER = "default"
 LORA_FILE = "pytorch_lora_weights.safetensors"
+PREFIX = "unet."  # diffusers' pipeline LoRA files name the component
 _ATTN = r"transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
 # LCM-LoRA's set (diffusers' train_lcm_distill_lora_sd_wds.py; AnimateLCM's spatial LoRA is an LCM-LoRA):
 # attention q/k/v/out, the transformers' feed-forward and proj_in/out, the ResNets' convolutions and time
@@ -98,9 +100,16 @@ def save_lora(net, directory: str | Path) -> Path:
     """Write ``DIR/pytorch_lora_weights.safetensors`` (LoraConfig in the header); returns the file."""
     if not has_lora(net):
         raise AnimlcmError("save_lora: the network has no LoRA adapter")
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from peft.utils import get_peft_model_state_dict
+
     directory = Path(directory)
-    net.unet.save_lora_adapter(
-        str(directory), adapter_name=ADAPTER, safe_serialization=True, weight_name=LORA_FILE
+    StableDiffusionLoraLoaderMixin.save_lora_weights(
+        str(directory),
+        unet_lora_layers=get_peft_model_state_dict(net.unet, adapter_name=ADAPTER),
+        unet_lora_adapter_metadata=net.unet.peft_config[ADAPTER].to_dict(),
+        safe_serialization=True,
+        weight_name=LORA_FILE,
     )
     return directory / LORA_FILE
 
@@ -116,6 +125,7 @@ def read_lora_config(path: Path):
     if LORA_ADAPTER_METADATA_KEY not in meta:
         raise AnimlcmError(f"{path}: no LoRA config in the file header; save it with animlcm (save_lora)")
     data = json.loads(meta[LORA_ADAPTER_METADATA_KEY])
+    data = {k.removeprefix(PREFIX): v for k, v in data.items()}
     known = set(LoraConfig.__dataclass_fields__)
     return LoraConfig(**{k: v for k, v in data.items() if k in known})
 
@@ -134,7 +144,7 @@ def load_lora(net, directory: str | Path) -> None:
     if isinstance(cfg.target_modules, list):
         cfg.target_modules = set(cfg.target_modules)
     net.unet.add_adapter(cfg, adapter_name=ADAPTER)
-    state = load_file(str(path), device=str(net.device))
+    state = {k.removeprefix(PREFIX): v for k, v in load_file(str(path), device=str(net.device)).items()}
     result = set_peft_model_state_dict(net.unet, state, adapter_name=ADAPTER)
     expected = {n for n, _ in net.unet.named_parameters() if "lora_" in n}
     missing = [k for k in result.missing_keys if "lora_" in k]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -142,6 +142,8 @@ class FolderInfo:
     lora: bool
     vae: bool
     meta: dict
+    layout: str = "flat"
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -152,7 +154,8 @@ def folder_info(directory: str | Path) -> FolderInfo:
     """Describe a model folder without loading its weights (parameters counted on the meta device)."""
     from safetensors import safe_open
 
-    from animlcm.models.io import LORA_DIR, VAE_DIR, is_lora_folder, read_folder_meta
+    from animlcm.models.diffusers_folder import is_diffusers_folder
+    from animlcm.models.io import LORA_DIR, VAE_DIR, component_sources, is_lora_folder, read_folder_meta
     from animlcm.models.lora import LORA_FILE
     from animlcm.models.network import NetworkConfig, parameter_counts
     from animlcm.models.presets import empty_network
@@ -166,7 +169,8 @@ def folder_info(directory: str | Path) -> FolderInfo:
         path = directory / LORA_DIR / LORA_FILE
         with safe_open(str(path), framework="pt") as f:
             counts["lora"] = sum(int(torch.Size(f.get_slice(k).get_shape()).numel()) for k in f.keys())
-    has_vae = (directory / VAE_DIR / "config.json").exists()
+    shared = data.get("shared") or {}
+    has_vae = (directory / VAE_DIR / "config.json").exists() or "vae" in shared
     schedule = data.get("schedule") or cfg.schedule
     return FolderInfo(
         path=directory,
@@ -181,4 +185,6 @@ def folder_info(directory: str | Path) -> FolderInfo:
         lora=lora,
         vae=has_vae,
         meta=data.get("meta", {}),
+        layout="diffusers" if is_diffusers_folder(directory) else ("lora" if lora else "flat"),
+        sources=component_sources(directory),
     )

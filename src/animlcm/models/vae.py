@@ -65,7 +65,13 @@ def load_vae(spec: str | Path | None, preset: str = "tiny"):
         )
     path = Path(spec)
     if path.exists():
-        sub = path / "vae" if (path / "vae" / "config.json").exists() else path
+        sub = path
+        if (path / "animlcm.json").exists():  # a model folder: its own VAE, or the one it links to
+            from animlcm.models.io import vae_folder
+
+            sub = vae_folder(path) or path
+        elif (path / "vae" / "config.json").exists():
+            sub = path / "vae"
         if not (sub / "config.json").exists():
             raise AnimlcmError(
                 f"{spec}: not a diffusers VAE folder (no config.json); pass the folder holding it"

@@ -231,24 +231,38 @@ def main() -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    for src, name in ((vae_dir, "vae"), (teacher, "teacher"), (student_t / "student", "student")):
-        tmp = out / f"{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        shutil.rmtree(out / name, ignore_errors=True)
-        tmp.rename(out / name)
-    # the shipped student names its teacher relative to itself: the build folder does not ship
-    meta_file = out / "student" / "animlcm.json"
-    data = json.loads(meta_file.read_text())
-    data["meta"]["teacher"] = "../teacher"
-    data["meta"].pop("spatial_run", None)
-    meta_file.write_text(json.dumps(data, indent=2))
+    _ship(vae_dir, teacher, student_t / "student", out)
     previous = out / "build.json"
     if previous.exists():  # a resumed build keeps the timings of the steps done before
         log["steps"] = {**json.loads(previous.read_text()).get("steps", {}), **log["steps"]}  # type: ignore[dict-item]
     (out / "build.json").write_text(json.dumps(log, indent=2))
     print(f"built-in models written to {out}", flush=True)
     return 0
+
+
+def _ship(vae_dir: Path, teacher: Path, student: Path, out: Path) -> None:
+    """Write the built-in models into ``out`` as they ship: float16 networks (the VAE keeps float32), the
+    student linking the parts it shares with the teacher beside it by relative path only (the build folder
+    does not ship), both checked to load back to what was trained (``animlcm convert``)."""
+    from animlcm.models.convert import convert_folder
+
+    staged = out / "models.tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    shutil.copytree(vae_dir, staged / "vae")
+    convert_folder(teacher, staged / "teacher", dtype="float16", absolute_links=False)
+    convert_folder(
+        student, staged / "student", teacher=staged / "teacher", dtype="float16", absolute_links=False
+    )
+    meta_file = staged / "student" / "animlcm.json"
+    data = json.loads(meta_file.read_text())
+    data["meta"].pop("spatial_run", None)  # a build-folder run that does not ship
+    data["meta"].pop("spatial_run_absolute", None)
+    meta_file.write_text(json.dumps(data, indent=1))
+    for name in ("vae", "teacher", "student"):
+        shutil.rmtree(out / name, ignore_errors=True)
+        (staged / name).rename(out / name)
+    staged.rmdir()
 
 
 def _run_summary(run: Path) -> dict[str, float]:

@@ -55,6 +55,9 @@ class DistillConfig(LoopSettings):
     reuse_reference: bool = True
     """Run the frozen reference net once per step wherever the target's or teacher's features would be the
     student's bit for bit (no face tokens, equal frozen weights, one dtype): exact, only faster."""
+    standalone: bool = False
+    """Write a self-contained student folder; by default a full student links the parts it shares with its
+    teacher bit for bit (reference net, CLIP encoder, VAE) instead of storing them again."""
 
     # --- DanceLCM
     segments: int | None = None

@@ -29,6 +29,7 @@ RESUMABLE_CHANGES = frozenset(
         "preload",
         "log_every",
         "reuse_reference",  # exact: the same numbers either way
+        "standalone",  # how the result folder is written, not what is trained
     }
 )
 

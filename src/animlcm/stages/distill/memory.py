@@ -170,8 +170,10 @@ def _vae_bytes(teacher: Path | None) -> int:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
 
-    folder = Path(teacher) / "vae" if teacher is not None else None
-    if folder is None or not (folder / "config.json").exists():
+    from animlcm.models.io import vae_folder
+
+    folder = vae_folder(teacher) if teacher is not None else None
+    if folder is None:
         return 83_653_863 * 4  # SD's VAE (sd-vae-ft-mse): 83.65 M parameters
     with init_empty_weights():
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder)))

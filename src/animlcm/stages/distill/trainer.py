@@ -471,6 +471,12 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
     if cfg.init is not None:
         loaded = load_model_folder(_init_folder(cfg.init), device, vae=False)
         base, init_meta = loaded.net, dict(loaded.meta)
+        if "base_teacher" in init_meta:  # a link relative to that folder: resolved here
+            from animlcm.models.linked import meta_target
+
+            init_meta["base_teacher"] = meta_target(
+                init_meta, "base_teacher", loaded.path, what="base teacher"
+            )
     student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
     if cfg.lora_rank and not has_lora(student):
         add_lora(student, rank=cfg.lora_rank, layers="spatial", targets=cfg.lora_targets or "all")
@@ -504,16 +510,25 @@ def save_student(
         "num_ddim_steps": cfg.num_ddim_steps,
         # 4 steps (or one per segment, if more): the (t, edge) walk the renderer takes by default
         "recommended_timesteps": [t for t, _ in segmented_plan(edges, max(4, segments), cfg.num_ddim_steps)],
-        "teacher": str(Path(teacher_path).resolve()),
-        "spatial_run": str(Path(cfg.init).resolve()) if cfg.init is not None else None,
     }
+    # paths relative to the student folder (+ absolute fallbacks): a moved run folder still loads
+    links = {"teacher": teacher_path, "spatial_run": cfg.init}
     lora_only = has_lora(student) and cfg.train_modules == "lora"
     if lora_only:
-        meta["base_teacher"] = init_meta.get("base_teacher") or str(Path(teacher_path).resolve())
+        links["base_teacher"] = init_meta.get("base_teacher") or teacher_path
     elif has_lora(student):
         merge_lora(student)
     student.eval()
-    return save_model_folder(student, vae, folder, kind="student", meta=meta, lora=lora_only)
+    return save_model_folder(
+        student,
+        vae,
+        folder,
+        kind="student",
+        meta=meta,
+        lora=lora_only,
+        links=links,
+        share_from=None if cfg.standalone else teacher_path,
+    )
 
 
 def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:

@@ -24,8 +24,10 @@ def vae_spec(vae: str | None, teacher: Path | None) -> str | None:
     if vae is not None:
         return vae
     if teacher is not None:
-        sub = Path(teacher) / "vae"
-        if not (sub / "config.json").exists():
+        from animlcm.models.io import vae_folder
+
+        sub = vae_folder(teacher)
+        if sub is None:
             raise AnimlcmError(f"{teacher}: no vae/config.json in the teacher folder; pass --vae DIR")
         return str(sub)
     return None

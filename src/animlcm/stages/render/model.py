@@ -75,20 +75,22 @@ def model_folder(path: Path) -> Path:
 
 
 def teacher_of(meta: dict | None, run_dir: Path) -> Path:
-    """The teacher folder a student run was distilled from (relative paths are taken from the run folder)."""
-    path = (meta or {}).get("teacher") or (meta or {}).get("base_teacher")
-    if not path:
+    """The teacher folder a student was distilled from (its meta's link, relative to the student folder,
+    with the absolute path as a fallback: ``linked.py``)."""
+    from animlcm.models.linked import ABSOLUTE_SUFFIX, resolve_link
+
+    meta = meta or {}
+    key = "teacher" if meta.get("teacher") else "base_teacher"
+    if not meta.get(key):
         raise AnimlcmError(
             f"{run_dir}: this student run records no teacher; pass the teacher folder with --teacher DIR"
         )
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = run_dir / p
-    if not p.exists():
+    try:
+        return resolve_link(meta[key], run_dir, meta.get(key + ABSOLUTE_SUFFIX), what="teacher", hub=False)
+    except AnimlcmError:
         raise AnimlcmError(
-            f"{run_dir}: its teacher {path} is not there any more; pass the teacher with --teacher DIR"
-        )
-    return p
+            f"{run_dir}: its teacher {meta[key]} is not there any more; pass the teacher with --teacher DIR"
+        ) from None
 
 
 def _random_model(preset: str, device: torch.device, dtype: torch.dtype) -> RenderModel:

@@ -82,10 +82,17 @@ def check_steps(cfg: RenderConfig) -> None:
         meta, schedule = dict(data.get("meta") or {}), dict(data.get("schedule") or {})
         kind = data.get("kind")
         if cfg.teacher and kind != "teacher":
-            teacher = meta.get("teacher") or meta.get("base_teacher")
-            if teacher:
-                t = Path(teacher) if Path(teacher).is_absolute() else folder / teacher
-                tf = _folder_json(t)
+            key = "teacher" if meta.get("teacher") else "base_teacher"
+            if meta.get(key):
+                from animlcm.models.linked import ABSOLUTE_SUFFIX, resolve_link
+
+                try:
+                    t = resolve_link(
+                        meta[key], folder, meta.get(key + ABSOLUTE_SUFFIX), what="teacher", hub=False
+                    )
+                except AnimlcmError:
+                    t = None  # the loader names the missing teacher
+                tf = _folder_json(t) if t is not None else None
                 schedule = dict(tf[1].get("schedule") or {}) if tf else schedule
     train_t = int(schedule.get("num_train_timesteps") or DEFAULT_TRAIN_TIMESTEPS)
     if cfg.teacher:
