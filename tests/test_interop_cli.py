@@ -162,6 +162,32 @@ def test_lora_student_exports_merged(imported, app):
         assert torch.equal(v, sources["motion_module"][k]) or not layouts.is_motion_key(k)
 
 
+def test_a_student_linking_its_teachers_parts_exports_whole(imported, app):
+    """A full student that links its frozen parts to the imported teacher (distill's default) exports every
+    file, the linked parts read from the teacher."""
+    from animlcm.interop.layouts import FORMATS
+    from animlcm.interop.mapping import export_tensors
+    from animlcm.models.io import load_model_folder, read_folder_meta, save_model_folder
+
+    fmt_name, ext, sources, root, _ = imported
+    if fmt_name != "moore-aa":
+        pytest.skip("linking does not depend on the format: checked once, on moore-aa")
+    loaded = load_model_folder(root / "teacher")
+    net = loaded.net
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.add_(0.01)
+    folder = save_model_folder(
+        net, None, root / "linked" / "student", "student", loaded.schedule, {"segments": 1},
+        links={"teacher": root / "teacher"}, share_from=root / "teacher",
+    )  # fmt: skip
+    assert {"reference_unet", "pose_guider"} <= set(read_folder_meta(folder)["shared"])
+    _run(app, ["export", folder, "--format", fmt_name, "--out", root / "lx", "--file-format", "pth"])
+    for stem, tensors in export_tensors(FORMATS[fmt_name], net.state_dict()).items():
+        back = read_state_dict(root / "lx" / f"{stem}.pth")
+        assert back.keys() == tensors.keys() and all(torch.equal(back[k], v) for k, v in tensors.items()), stem
+
+
 def test_import_refuses_to_overwrite_and_reports_bad_parts(imported, app, parts, monkeypatch):
     import huggingface_hub.constants
 
