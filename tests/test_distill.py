@@ -286,6 +286,50 @@ def test_animatelcm_init_strategy_lora_reaches_target_by_ema(tiny_cache, tiny_te
     torch.testing.assert_close(seen["target1"], 0.5 * seen["student"])  # one EMA step at mu = 0.5
 
 
+def test_lora_distillation_shares_one_base_network_exactly(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """LoRA-only (AnimateLCM spatial): teacher = the student's base with the adapter off, target = an EMA
+    adapter on it; no copy of the network is made, and every number is the one separate copies give,
+    including a run resumed in the other mode."""
+    from safetensors.torch import load_file
+
+    from animlcm.models.teacher import TeacherInitConfig, init_teacher
+    from animlcm.stages.distill import trainer
+    from animlcm.stages.distill.shared_base import AdapterView
+
+    # a teacher with face tokens is not the student's base (the student drops them): separate copies there
+    tiny_teacher = init_teacher(TeacherInitConfig(out=tmp_path / "teacher", face_tokens=False))
+    seen = {}
+    real_train = trainer.train
+
+    def spy(job, cfg, **kw):
+        seen[cfg.share_base] = job.target
+        return real_train(job, cfg, **kw)
+
+    monkeypatch.setattr(trainer, "train", spy)
+    kw = dict(method="animatelcm", lr=0.05, ema=0.5, checkpoint_every=2)
+    lean = trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "lean", max_steps=4, **kw))
+    copies = trainer.run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "copies", max_steps=4, share_base=False, **kw)
+    )
+    assert isinstance(seen[True], AdapterView) and not isinstance(seen[False], AdapterView)
+    assert lean.last_terms == copies.last_terms
+    lora = "student/lora/pytorch_lora_weights.safetensors"
+    a, b = load_file(str(tmp_path / "lean" / lora)), load_file(str(tmp_path / "copies" / lora))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(".ema." in k for k in a)  # the target's adapter is not part of the student
+    for name in ("student", "target"):
+        x = load_file(str(tmp_path / "lean" / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        y = load_file(str(tmp_path / "copies" / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
+    # half in one mode, resumed in the other: the same student
+    trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "mixed", max_steps=2, **kw))
+    trainer.run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "mixed", max_steps=4, resume=True, share_base=False, **kw)
+    )
+    c = load_file(str(tmp_path / "mixed" / lora))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_distill_resume_is_bit_exact(tiny_cache, tiny_teacher, tmp_path):
     """The must-pass test: 6 steps straight == 3 steps + --resume + 3 steps (student and EMA target)."""
     from safetensors.torch import load_file

@@ -185,7 +185,9 @@ def test_a_student_linking_its_teachers_parts_exports_whole(imported, app):
     _run(app, ["export", folder, "--format", fmt_name, "--out", root / "lx", "--file-format", "pth"])
     for stem, tensors in export_tensors(FORMATS[fmt_name], net.state_dict()).items():
         back = read_state_dict(root / "lx" / f"{stem}.pth")
-        assert back.keys() == tensors.keys() and all(torch.equal(back[k], v) for k, v in tensors.items()), stem
+        assert back.keys() == tensors.keys() and all(torch.equal(back[k], v) for k, v in tensors.items()), (
+            stem
+        )
 
 
 def test_import_refuses_to_overwrite_and_reports_bad_parts(imported, app, parts, monkeypatch):

@@ -74,6 +74,57 @@ def test_what_each_mode_trains_shows_in_the_plan():
     assert _row(eight, "optimizer states") * 4 == _row(full, "optimizer states")
 
 
+def test_a_shared_base_plans_the_adapter_alone():
+    """LoRA-only runs share the student's base with teacher and target: the plan counts the EMA adapter
+    (the size of the trained LoRA) and no teacher copy; a teacher with parts the student drops gets copies."""
+    base = dict(preset="tiny", batch_size=1, stage="spatial", method="animatelcm")
+    shared = plan_distill(DistillConfig(**base))
+    copies = plan_distill(DistillConfig(share_base=False, **base))
+    assert _row(shared, "teacher") == 0 and _row(copies, "teacher") > 0
+    assert _row(shared, "EMA target") == _row(shared, "gradients")  # fp32, one per trained LoRA weight
+    assert _row(copies, "EMA target") > 10 * _row(shared, "EMA target")
+
+
+def test_motion_modules_are_checkpointed_with_the_rest():
+    """diffusers' gradient checkpointing skips AnimateDiff's motion modules; the network's checkpoints them
+    too: a temporal forward then saves less, and the gradients are the same bits."""
+    import copy
+
+    from animlcm.models.checkpointing import CheckpointedMotionModule
+    from animlcm.models.presets import build_network
+
+    net = build_network("tiny", face_tokens=False)
+    motion = [m for m in net.unet.modules() if isinstance(m, CheckpointedMotionModule)]
+    assert motion and not any(m.gradient_checkpointing for m in motion)
+    ckpt = copy.deepcopy(net)
+    ckpt.unet.enable_gradient_checkpointing()
+    assert all(
+        m.gradient_checkpointing for m in ckpt.unet.modules() if isinstance(m, CheckpointedMotionModule)
+    )
+    before = saved_activation_bytes(net.train(), 1, 8, 64, 64, True, "cpu")
+    net.unet.enable_gradient_checkpointing()
+    for m in net.unet.modules():
+        if isinstance(m, CheckpointedMotionModule):
+            m.gradient_checkpointing = False  # diffusers' own checkpointing only
+    diffusers_only = saved_activation_bytes(net, 1, 8, 64, 64, True, "cpu")
+    with_motion = saved_activation_bytes(ckpt.train(), 1, 8, 64, 64, True, "cpu")
+    assert with_motion < diffusers_only < before
+
+    def grads(model):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 4, 4, 8, 8, generator=g)
+        pose = {"skeleton": torch.rand(1, 3, 4, 64, 64, generator=g)}
+        cond = model.encode_conditioning(
+            torch.rand(1, 3, 64, 64, generator=g), torch.randn(1, 4, 8, 8, generator=g)
+        )
+        model.zero_grad()
+        model(x, torch.tensor([500]), pose, cond, temporal=True).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    a, b = grads(net), grads(ckpt)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     from typer.testing import CliRunner
 

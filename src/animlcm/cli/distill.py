@@ -140,6 +140,13 @@ def register(app: typer.Typer) -> None:
                 help="One reference-net pass per step where target and teacher would match it exactly.",
             ),
         ] = None,
+        share_base: Annotated[
+            OptBool,
+            typer.Option(
+                "--share-base/--no-share-base",
+                help="LoRA-only: teacher and EMA target share the student's base network (exact).",
+            ),
+        ] = None,
         standalone: Annotated[
             OptBool,
             typer.Option(
@@ -179,6 +186,12 @@ def register(app: typer.Typer) -> None:
         lora_targets: Annotated[
             OptStr,
             typer.Option("--lora-targets", help="all (LCM-LoRA: attention, ff, proj, convs) | attention."),
+        ] = None,
+        lora_layers: Annotated[
+            OptStr,
+            typer.Option(
+                "--lora-layers", help="spatial (SD blocks) | all (+ motion modules; temporal stage)."
+            ),
         ] = None,
         lora_init_strategy: Annotated[
             OptBool,
@@ -222,12 +235,12 @@ def register(app: typer.Typer) -> None:
             preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
             ema=ema, adjacent=adjacent, loss=loss, huber_c=huber_c, share_reference=share_reference,
-            reuse_reference=reuse_reference, standalone=standalone,
+            reuse_reference=reuse_reference, share_base=share_base, standalone=standalone,
             segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,
             face_tokens=face_tokens,
             eta=eta, cons=cons, cons_margin=cons_margin, temporal_sdm=temporal_sdm, lora_rank=lora_rank,
-            lora_targets=lora_targets, lora_init_strategy=lora_init_strategy,
+            lora_targets=lora_targets, lora_layers=lora_layers, lora_init_strategy=lora_init_strategy,
             timestep_weighting=parse_pair(timestep_weighting, "--timestep-weighting"),
             teacher_free=teacher_free,
             train_modules=train_modules, progress=None if progress else False,

@@ -199,8 +199,11 @@ class AnimationNetwork(nn.Module):
         from diffusers import UNet2DConditionModel, UNetMotionModel
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+        from animlcm.models.checkpointing import checkpointable_motion_modules
+
         self.config = config
         self.unet = unet if unet is not None else UNetMotionModel.from_config(config.unet)
+        checkpointable_motion_modules(self.unet)  # diffusers' gradient checkpointing skips them otherwise
         self.reference_unet = (
             reference_unet
             if reference_unet is not None

@@ -55,6 +55,9 @@ class DistillConfig(LoopSettings):
     reuse_reference: bool = True
     """Run the frozen reference net once per step wherever the target's or teacher's features would be the
     student's bit for bit (no face tokens, equal frozen weights, one dtype): exact, only faster."""
+    share_base: bool = True
+    """LoRA-only runs: teacher and EMA target are the student's base network seen through its adapters (off;
+    a second, EMA adapter) instead of two more copies of the network: exact, less memory."""
     standalone: bool = False
     """Write a self-contained student folder; by default a full student links the parts it shares with its
     teacher bit for bit (reference net, CLIP encoder, VAE) instead of storing them again."""
@@ -82,7 +85,10 @@ class DistillConfig(LoopSettings):
 
     # --- AnimateLCM
     lora_rank: int | None = None
-    """LoRA rank on the spatial layers (0 = train the full weights)."""
+    """LoRA rank (0 = train the full weights)."""
+    lora_layers: str = "spatial"
+    """Where the LoRA goes: spatial (the SD blocks, the spatial stage's LoRA) | all (the motion modules'
+    attention too: LoRA for the temporal stage instead of training the motion modules in full)."""
     lora_targets: str | None = None
     """all (LCM-LoRA's set: attention q/k/v/out, feed-forward, proj_in/out, ResNet and resampling
     convolutions) | attention (q/k/v/out only)."""
@@ -154,6 +160,10 @@ class DistillConfig(LoopSettings):
             raise bad(f"lora_rank must be >= 0 (got {self.lora_rank})")
         if self.train_modules is not None and self.train_modules not in ("all", "motion", "lora"):
             raise bad(f"train_modules '{self.train_modules}': choose all, motion or lora")
+        if self.lora_layers not in ("spatial", "all"):
+            raise bad(f"lora_layers '{self.lora_layers}': choose spatial or all")
+        if self.lora_layers == "all" and self.stage != "temporal":
+            raise bad("--lora-layers all puts LoRA on the motion modules, which run only in --stage temporal")
         if self.lora_targets is not None and self.lora_targets not in ("all", "attention"):
             raise bad(f"lora_targets '{self.lora_targets}': choose all or attention")
         if self.train_modules == "lora" and not self.lora_rank:

@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "reuse_reference",  # exact: the same numbers either way
         "standalone",  # how the result folder is written, not what is trained
+        "share_base",  # exact, and its checkpoints name the target's weights the same way
     }
 )
 

@@ -105,6 +105,7 @@ def plan_distill(cfg: Any) -> MemoryPlan:
     from animlcm.models.network import NetworkConfig
     from animlcm.models.presets import empty_network, network_config
     from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.shared_base import shares_base
     from animlcm.stages.distill.step import needs_faces
     from animlcm.stages.distill.trainer import _trainable, with_heads
 
@@ -119,26 +120,31 @@ def plan_distill(cfg: Any) -> MemoryPlan:
     with init_empty_weights():
         student = with_heads(teacher, bool(cfg.face_tokens), bool(cfg.aux_head))
         if cfg.lora_rank:
-            add_lora(student, rank=cfg.lora_rank, layers="spatial", targets=cfg.lora_targets or "all")
+            add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers, targets=cfg.lora_targets or "all")
     _trainable(student, cfg)
     if cfg.gradient_checkpointing:
         student.unet.enable_gradient_checkpointing()
     student.train()
-    target = make_target(student)
-
+    shared_base = shares_base(cfg, student, teacher)
     half = cfg.mixed_precision in ("bf16", "fp16")
     student_params = _unique_params(student)
     trained = [p for p in student_params.values() if p.requires_grad]
-    target_only = {k: p for k, p in _unique_params(target).items() if k not in student_params}
     rows: list[tuple[str, int, str]] = []
     for part in ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head"):
         module = getattr(student, part, None)
         if module is not None:
             rows.append((f"student {part}", _nbytes(_unique_params(module), 4), "fp32 weights"))
-    rows.append(("EMA target (its own copies)", _nbytes(target_only, 4), "fp32; frozen encoders shared"))
-    if not cfg.teacher_free:
-        rows.append(("teacher", _nbytes(_unique_params(teacher), 2 if half else 4),
-                     "bf16/fp16 under mixed precision" if half else "fp32"))  # fmt: skip
+    if shared_base:  # an EMA adapter on the student's own base (``shared_base.py``), the size of its LoRA
+        rows.append(("EMA target (an adapter)", _nbytes(trained, 4), "fp32; the student's base, shared"))
+        if not cfg.teacher_free:
+            rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
+    else:
+        target = make_target(student)
+        target_only = {k: p for k, p in _unique_params(target).items() if k not in student_params}
+        rows.append(("EMA target (its own copies)", _nbytes(target_only, 4), "fp32; frozen encoders shared"))
+        if not cfg.teacher_free:
+            rows.append(("teacher", _nbytes(_unique_params(teacher), 2 if half else 4),
+                         "bf16/fp16 under mixed precision" if half else "fp32"))  # fmt: skip
     if needs_faces(student, None if cfg.teacher_free else teacher):
         rows.append(("VAE (face crops)", _vae_bytes(cfg.teacher), "fp32 weights"))
     rows.append(("gradients", _nbytes(trained, 4), f"fp32, {sum(p.numel() for p in trained):,} trained"))

@@ -428,6 +428,10 @@ def _trainable(student: nn.Module, cfg: Any) -> None:
         p.requires_grad_(on)
 
 
+def _covers_motion(net: nn.Module) -> bool:
+    return any("motion_modules" in n and "lora_" in n for n, _ in net.named_parameters())
+
+
 def _init_folder(init: Path) -> Path:
     """``--init`` names a run folder (its ``student/``) or a model folder itself."""
     init = Path(init)
@@ -464,7 +468,7 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
 def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tuple[nn.Module, dict]:
     """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA."""
     from animlcm.models.io import load_model_folder
-    from animlcm.models.lora import add_lora, has_lora
+    from animlcm.models.lora import add_lora, has_lora, merge_lora
 
     init_meta: dict = {}
     base = teacher
@@ -478,8 +482,12 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
                 init_meta, "base_teacher", loaded.path, what="base teacher"
             )
     student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
+    if cfg.lora_rank and cfg.lora_layers == "all" and has_lora(student) and not _covers_motion(student):
+        # a spatial LoRA from --init folds into the base; the new adapter covers spatial and motion layers
+        merge_lora(student)
+        init_meta.pop("base_teacher", None)
     if cfg.lora_rank and not has_lora(student):
-        add_lora(student, rank=cfg.lora_rank, layers="spatial", targets=cfg.lora_targets or "all")
+        add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers, targets=cfg.lora_targets or "all")
     student.train()
     return student, init_meta
 
@@ -493,6 +501,9 @@ def save_student(
     from animlcm.models.io import save_model_folder
     from animlcm.models.lora import has_lora, merge_lora
     from animlcm.stages.distill.methods import ablation_label, merge_ablations
+    from animlcm.stages.distill.shared_base import remove_ema_adapter
+
+    remove_ema_adapter(student)  # the EMA target's adapter (shared base) is not part of the student
 
     segments = int(cfg.segments or 1)
     edges = segment_edges(segments, cfg.num_ddim_steps)
@@ -536,6 +547,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
+    from animlcm.stages.distill.shared_base import AdapterView, add_ema_adapter, shares_base
     from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces, same_conditioning
 
     cfg = cfg.with_method_defaults()
@@ -559,11 +571,18 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     # 2. the EMA target; AnimateLCM's init strategy: the LoRA reaches the target only through the EMA
     lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
     names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
-    target = make_target(student)
+    shared_base = shares_base(cfg, student, teacher)
+    if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
+        target = add_ema_adapter(student)
+        teacher = loaded.net = None if cfg.teacher_free else AdapterView(student, None)
+    else:
+        target = make_target(student)
     if cfg.lora_init_strategy and cfg.stage == "temporal":
         zero_lora_in_target(target)
     if cfg.teacher_free:
         teacher = loaded.net = None  # no teacher call at all: free its memory
+    elif shared_base:
+        pass  # the teacher is the student's base: it runs in the student's dtype (under autocast)
     elif accelerator.mixed_precision in ("fp16", "bf16") and accelerator.device.type == "cuda":
         teacher.to(torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
 
