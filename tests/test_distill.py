@@ -636,3 +636,13 @@ def test_reference_net_runs_once_where_target_and_teacher_would_match_it_exactly
         next(moved.reference_unet.parameters()).add_(1e-3)
     assert not same_conditioning(student, moved)
     assert not same_conditioning(student, copy.deepcopy(teacher).to(torch.float64))
+
+
+def test_a_student_folder_is_not_taken_for_a_teacher(tiny_cache, tmp_path):
+    from animlcm.stages.distill.trainer import check_inputs
+    from animlcm.stages.render.precheck import BUILTIN_STUDENT
+
+    with pytest.raises(AnimlcmError, match="a student folder, not a teacher") as err:
+        check_inputs(tmp_path / "run", tiny_cache, BUILTIN_STUDENT)
+    assert "its teacher" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()

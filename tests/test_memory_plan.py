@@ -125,6 +125,43 @@ def test_motion_modules_are_checkpointed_with_the_rest():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_reference_net_that_takes_gradients_is_checkpointed_too():
+    """Teacher training (spatial) trains the reference net: enable_checkpointing recomputes it in backward
+    as well (its attention processors record the features again, the same values), with the same gradients."""
+    import copy
+
+    from animlcm.models.checkpointing import enable_checkpointing
+    from animlcm.models.presets import build_network
+    from animlcm.stages.distill.teacher_training import teacher_trainable
+
+    net = build_network("tiny", face_tokens=True)
+    teacher_trainable(net, "spatial")
+    ckpt = copy.deepcopy(net)
+    enable_checkpointing(ckpt)
+    assert ckpt.reference_unet.is_gradient_checkpointing
+    plain = copy.deepcopy(net)
+    plain.unet.enable_gradient_checkpointing()  # the denoiser only, as before
+    assert saved_activation_bytes(ckpt.train(), 2, 1, 64, 64, False, "cpu") < saved_activation_bytes(
+        plain.train(), 2, 1, 64, 64, False, "cpu"
+    )
+
+    def grads(model):
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(1, 4, 1, 8, 8, generator=g)
+        pose = {"skeleton": torch.rand(1, 3, 1, 64, 64, generator=g)}
+        face = torch.randn(1, 4, 32, 32, generator=g)  # the face crop's VAE latent
+        cond = model.encode_conditioning(
+            torch.rand(1, 3, 64, 64, generator=g), torch.randn(1, 4, 8, 8, generator=g), face, torch.ones(1)
+        )
+        model.zero_grad()
+        model(x, torch.tensor([300]), pose, cond, temporal=False).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    a, b = grads(plain), grads(ckpt)
+    assert any(k.startswith("reference_unet.") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     from typer.testing import CliRunner
 
@@ -138,3 +175,29 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not out.exists()
     plan = plan_distill(DistillConfig(method="lcm", preset="tiny"))
     assert 0 < plan.total < GB and not plan.fits(plan.total / GB * 0.99) and plan.fits(plan.total / GB)
+
+
+def test_train_teacher_plans_its_own_run(tmp_path):
+    """train-teacher --dry-run: weights, gradients and AdamW moments of the parts its stage trains, equal to
+    real tensors at tiny size; the CLI prints the plan and writes nothing."""
+    from typer.testing import CliRunner
+
+    from animlcm.cli import app
+    from animlcm.models.presets import build_network
+    from animlcm.stages.distill.memory import plan_teacher
+    from animlcm.stages.distill.teacher_training import TeacherTrainConfig, teacher_trainable
+
+    for stage in ("spatial", "temporal"):
+        plan = plan_teacher(TeacherTrainConfig(preset="tiny", stage=stage, batch_size=1))
+        net = build_network("tiny", face_tokens=True)
+        teacher_trainable(net, stage)
+        trained = [p for p in net.parameters() if p.requires_grad]
+        assert _row(plan, "gradients") == sum(p.nbytes for p in trained)
+        assert _row(plan, "optimizer states") == 2 * sum(p.nbytes for p in trained)
+        weights = sum(b for what, b, _ in plan.rows if what.startswith("teacher "))
+        assert weights == sum(p.nbytes for p in net.parameters())
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train-teacher", "--dry-run", "--preset", "tiny", "--out", str(out),
+                                   "--gpu-memory", "80"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "train-teacher / spatial" in res.output and "fits in 80 GB" in res.output and not out.exists()

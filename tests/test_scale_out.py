@@ -17,6 +17,7 @@ import pytest
 from animlcm.errors import AnimlcmError
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
 
 
 def _launch(out: Path, steps: int, mode: str, processes: int = 2) -> subprocess.CompletedProcess:
@@ -24,9 +25,9 @@ def _launch(out: Path, steps: int, mode: str, processes: int = 2) -> subprocess.
     if processes == 1:
         cmd = [sys.executable, str(WORKER), str(out), str(steps), mode]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-               str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(WORKER), str(out), str(steps), mode]  # fmt: skip
+        # the repo's own DDP config, as the README's recipe launches it
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
+               "--num_processes", str(processes), str(WORKER), str(out), str(steps), mode]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -115,3 +116,46 @@ def test_resume_compares_paths_as_files_and_accepts_a_moved_run(tmp_path, monkey
     with pytest.raises(AnimlcmError, match=r"cache: .*other.*--out .*moved"):
         prepare_run_dir(tmp_path / "moved", Cfg(out=tmp_path / "moved", cache=Path("other"), resume=True),
                         keep)  # fmt: skip
+
+
+def test_the_fp16_grad_scaler_is_checkpointed(tmp_path):
+    """A fp16 run's loss scale and growth tracker come back on --resume (else the resumed run would start
+    again at 2**16 and skip steps on overflow while it re-learns the scale)."""
+    import torch
+
+    from animlcm.stages.distill.checkpoint import TrainState, load_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    for _ in range(4):  # grow the scale once, leave the growth tracker at 1
+        opt.zero_grad()
+        scaler.scale(net(torch.ones(1, 3)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    names = [n for n, _ in net.named_parameters()]
+    save_checkpoint(tmp_path, TrainState(4, 4), student=net, train_names=names, optimizer=opt, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    load_checkpoint(
+        next((tmp_path / "checkpoints").iterdir()),
+        student=net,
+        train_names=names,
+        optimizer=opt,
+        scaler=fresh,
+    )
+    assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 2048.0
+
+
+def test_sharded_launchers_are_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from animlcm.stages.distill.trainer import check_distributed_type
+
+    check_distributed_type(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU))
+    check_distributed_type(SimpleNamespace(distributed_type=DistributedType.NO))
+    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(AnimlcmError, match="not supported yet") as err:
+            check_distributed_type(SimpleNamespace(distributed_type=kind))
+        assert "configs/accelerate/ddp.yaml" in str(err.value) and "\n" not in str(err.value)

@@ -63,6 +63,15 @@ def register(app: typer.Typer) -> None:
         num_workers: NumWorkersOpt = None,
         preload: PreloadOpt = None,
         progress: ProgressOpt = True,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."
+            ),
+        ] = False,
+        gpu_memory: Annotated[
+            OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
+        ] = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -81,5 +90,10 @@ def register(app: typer.Typer) -> None:
             progress=None if progress else False,
         )  # fmt: skip
         cfg = resolve_config(TeacherTrainConfig, preset, config, overrides)
+        if dry_run:
+            from animlcm.stages.distill.memory import plan_teacher, print_plan
+
+            print_plan(plan_teacher(cfg), gpu_memory)
+            return
         result = run(cfg)
         loop_summary(f"train-teacher / {cfg.stage}", result, {"run": str(result.out)})

@@ -38,3 +38,13 @@ def checkpointable_motion_modules(unet: nn.Module) -> int:
             module.__class__ = CheckpointedMotionModule
             count += 1
     return count
+
+
+def enable_checkpointing(net: nn.Module) -> None:
+    """Gradient checkpointing for a training run: the denoiser always (motion modules included), the
+    reference net when it takes gradients (it trains, or face tokens backprop through it)."""
+    net.unet.enable_gradient_checkpointing()
+    face = getattr(net, "face_projector", None)
+    trains = (p.requires_grad for m in (net.reference_unet, face) if m is not None for p in m.parameters())
+    if any(trains):  # face tokens enter the reference net's cross-attention: backprop runs through it
+        net.reference_unet.enable_gradient_checkpointing()

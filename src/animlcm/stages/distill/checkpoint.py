@@ -5,6 +5,7 @@
                            from the teacher / ``--init`` exactly as the run started),
   ``target.safetensors``   the EMA target's followed parameters (absent for teacher training),
   ``optimizer.pt``         the optimizer state (tensors and numbers only: loads with ``weights_only=True``),
+  ``scaler.pt``            the fp16 GradScaler's state (loss scale, growth tracker), where the run has one,
   ``rng.pt``               torch CPU and CUDA generator states,
   ``state.json``           step, data position, seed.
 The folder is written as ``step-0000500.tmp`` and renamed when complete, so a crash never leaves a
@@ -18,6 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -27,6 +29,7 @@ from animlcm.errors import AnimlcmError
 from animlcm.safeload import load_json, load_safetensors, load_torch_state
 
 PREFIX = "step-"
+SCALER_FILE = "scaler.pt"
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,14 @@ def _named(module: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 def _write_files(
     tmp: Path, state: TrainState, student: nn.Module, train_names: list[str],
     optimizer: torch.optim.Optimizer, target: nn.Module | None, target_names: list[str] | None,
-    extra: dict | None,
+    extra: dict | None, scaler: Any,
 ) -> None:  # fmt: skip
     save_file(_named(student, train_names), str(tmp / "student.safetensors"))
     if target is not None:
         save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scaler is not None:  # fp16's loss scale: without it a resumed run restarts at 2**16 and skips steps
+        torch.save(scaler.state_dict(), tmp / SCALER_FILE)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -91,14 +96,16 @@ def save_checkpoint(
     target_names: list[str] | None = None,
     keep: int = 2,
     extra: dict | None = None,
+    scaler: Any = None,
 ) -> Path:
-    """Write ``RUN/checkpoints/step-N`` atomically; keep the newest ``keep`` checkpoints."""
+    """Write ``RUN/checkpoints/step-N`` atomically; keep the newest ``keep`` checkpoints (``scaler``: the fp16
+    ``GradScaler``, when there is one)."""
     final = checkpoint_dir(run, state.step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        _write_files(tmp, state, student, train_names, optimizer, target, target_names, extra)
+        _write_files(tmp, state, student, train_names, optimizer, target, target_names, extra, scaler)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
         raise
@@ -149,6 +156,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     target: nn.Module | None = None,
     target_names: list[str] | None = None,
+    scaler: Any = None,
 ) -> TrainState:
     """Restore everything ``save_checkpoint`` wrote (strict about parameter names)."""
     folder = Path(folder)
@@ -167,6 +175,7 @@ def load_checkpoint(
         raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
     opt_state = load_torch_state(folder / "optimizer.pt", fix)
     rng = load_torch_state(folder / "rng.pt", fix)
+    scaler_state = load_torch_state(folder / SCALER_FILE, fix) if (folder / SCALER_FILE).exists() else None
     student_path, target_path = folder / "student.safetensors", folder / "target.safetensors"
     student_t = _read_params(student_path, train_names)
     target_t = None if target is None else _read_params(target_path, target_names or [])
@@ -177,6 +186,11 @@ def load_checkpoint(
         optimizer.load_state_dict(opt_state)
     except (ValueError, KeyError, TypeError, RuntimeError):
         raise AnimlcmError(f"{folder / 'optimizer.pt'}: does not fit this run's optimizer; {fix}") from None
+    if scaler is not None and scaler_state is not None:
+        try:
+            scaler.load_state_dict(scaler_state)
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            raise AnimlcmError(f"{folder / SCALER_FILE}: not a GradScaler state; {fix}") from None
     try:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():

@@ -123,7 +123,9 @@ def plan_distill(cfg: Any) -> MemoryPlan:
             add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers, targets=cfg.lora_targets or "all")
     _trainable(student, cfg)
     if cfg.gradient_checkpointing:
-        student.unet.enable_gradient_checkpointing()
+        from animlcm.models.checkpointing import enable_checkpointing
+
+        enable_checkpointing(student)
     student.train()
     shared_base = shares_base(cfg, student, teacher)
     half = cfg.mixed_precision in ("bf16", "fp16")
@@ -147,26 +149,82 @@ def plan_distill(cfg: Any) -> MemoryPlan:
                          "bf16/fp16 under mixed precision" if half else "fp32"))  # fmt: skip
     if needs_faces(student, None if cfg.teacher_free else teacher):
         rows.append(("VAE (face crops)", _vae_bytes(cfg.teacher), "fp32 weights"))
-    rows.append(("gradients", _nbytes(trained, 4), f"fp32, {sum(p.numel() for p in trained):,} trained"))
-    rows.append(("optimizer states", _nbytes(trained, 2 if cfg.adam_8bit else 8),
-                 "8-bit AdamW" if cfg.adam_8bit else "AdamW: 2 fp32 moments"))  # fmt: skip
-
+    refs = 1 + bool(cfg.needs_second_reference) + bool(cfg.needs_other_reference)
+    rows += _training_rows(student, trained, cfg, refs)
     size = SIZES[cfg.preset]
     frames = cfg.frames_per_sample
-    refs = 1 + bool(cfg.needs_second_reference) + bool(cfg.needs_other_reference)
-    batch = cfg.batch_size * refs
+    setting = (
+        f"{cfg.method} / {cfg.stage} at {cfg.preset} ({size.height}x{size.width}, {frames} frame(s)), "
+        f"batch {cfg.batch_size}, mixed precision {cfg.mixed_precision}, train_modules {cfg.train_modules}"
+        f"{f', LoRA rank {cfg.lora_rank}' if cfg.lora_rank else ''}"
+        f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}; architecture from {source}"
+    )
+    return MemoryPlan(rows, setting)
+
+
+def _training_rows(
+    net: nn.Module, trained: list[nn.Parameter], cfg: Any, refs: int
+) -> list[tuple[str, int, str]]:
+    """Gradients, optimizer states and the activations of ``net``'s forward, as a training run holds them."""
+    from animlcm.config import SIZES
+
+    half = cfg.mixed_precision in ("bf16", "fp16")
+    rows = [("gradients", _nbytes(trained, 4), f"fp32, {sum(p.numel() for p in trained):,} trained")]
+    rows.append(("optimizer states", _nbytes(trained, 2 if cfg.adam_8bit else 8),
+                 "8-bit AdamW" if cfg.adam_8bit else "AdamW: 2 fp32 moments"))  # fmt: skip
+    size = SIZES[cfg.preset]
+    frames = cfg.frames_per_sample
     saved = saved_activation_bytes(
-        student, batch, frames, size.height, size.width, cfg.stage == "temporal", "meta"
+        net, cfg.batch_size * refs, frames, size.height, size.width, cfg.stage == "temporal", "meta"
     )
     note = "traced on the meta device" + (", halved for bf16/fp16" if half else "")
     if cfg.gradient_checkpointing:
         note += "; checkpointed blocks recompute theirs in backward (one block's worth not counted)"
     rows.append((f"activations (batch {cfg.batch_size} x {refs} ref, {frames} frames)",
                  saved // 2 if half else saved, note))  # fmt: skip
+    return rows
+
+
+def plan_teacher(cfg: Any) -> MemoryPlan:
+    """The memory plan of the teacher-training run ``cfg`` (a ``TeacherTrainConfig``) on one GPU process:
+    the network in fp32 (the parts its stage trains: ``teacher_trainable``), the VAE, gradients, optimizer
+    states and activations, counted as for distillation."""
+    from accelerate import init_empty_weights
+
+    from animlcm.config import SIZES
+    from animlcm.models.io import read_folder_meta
+    from animlcm.models.network import NetworkConfig
+    from animlcm.models.presets import empty_network, network_config
+    from animlcm.stages.distill.teacher_training import teacher_trainable
+
+    cfg.validate()
+    if cfg.init is not None:
+        net_cfg = NetworkConfig.from_dict(read_folder_meta(cfg.init)["network"])
+        source = f"teacher {cfg.init}"
+    else:
+        net_cfg = network_config(cfg.preset, face_tokens=cfg.face_tokens)
+        source = f"the {cfg.preset} preset's architecture"
+    with init_empty_weights():
+        net = empty_network(net_cfg)
+    net = net.to("meta")
+    teacher_trainable(net, cfg.stage)
+    if cfg.gradient_checkpointing:
+        from animlcm.models.checkpointing import enable_checkpointing
+
+        enable_checkpointing(net)
+    net.train()
+    trained = [p for p in _unique_params(net).values() if p.requires_grad]
+    rows: list[tuple[str, int, str]] = []
+    for part in ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head"):
+        module = getattr(net, part, None)
+        if module is not None:
+            rows.append((f"teacher {part}", _nbytes(_unique_params(module), 4), "fp32 weights"))
+    rows.append(("VAE", _vae_bytes(cfg.init), "fp32 weights"))
+    rows += _training_rows(net, trained, cfg, 1)
+    size = SIZES[cfg.preset]
     setting = (
-        f"{cfg.method} / {cfg.stage} at {cfg.preset} ({size.height}x{size.width}, {frames} frame(s)), "
-        f"batch {cfg.batch_size}, mixed precision {cfg.mixed_precision}, train_modules {cfg.train_modules}"
-        f"{f', LoRA rank {cfg.lora_rank}' if cfg.lora_rank else ''}"
+        f"train-teacher / {cfg.stage} at {cfg.preset} ({size.height}x{size.width}, {cfg.frames_per_sample} "
+        f"frame(s)), batch {cfg.batch_size}, mixed precision {cfg.mixed_precision}"
         f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}; architecture from {source}"
     )
     return MemoryPlan(rows, setting)

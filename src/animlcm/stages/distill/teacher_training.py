@@ -190,7 +190,9 @@ def run(cfg: TeacherTrainConfig, *, progress: bool | None = None) -> TrainResult
     net.train()
     teacher_trainable(net, cfg.stage)
     if cfg.gradient_checkpointing:
-        net.unet.enable_gradient_checkpointing()
+        from animlcm.models.checkpointing import enable_checkpointing
+
+        enable_checkpointing(net)
     dataset = DistillDataset(
         cfg.cache, num_frames=cfg.frames_per_sample, stride=cfg.frame_stride,
         maps=tuple(net.pose_guider.maps),
