@@ -5,7 +5,8 @@
                                                             # real size, random weights: for a GPU
 
 Each (method, stage) runs in a fresh subprocess so that its peak memory is its own: the process's peak
-RSS on CPU (``ru_maxrss``), ``torch.cuda.max_memory_allocated`` on a GPU. The data is a synthetic cache of
+RSS on CPU (``ru_maxrss``), ``torch.cuda.max_memory_allocated`` on a GPU, next to what the memory planner
+(``distill --dry-run``) estimated for the same run. The data is a synthetic cache of
 the preset's size written through the cache writer (content does not change the cost of a step), and the
 teacher is ``animlcm teacher init`` of the preset (``--random`` at sd15: the real architecture, random
 weights). Seconds per step are the median of the logged step times after the first (warm-up) step.
@@ -62,6 +63,7 @@ def one(args: argparse.Namespace) -> dict:
 
     from animlcm.config import resolve_config
     from animlcm.stages.distill.config import DistillConfig
+    from animlcm.stages.distill.memory import GB, plan_distill
     from animlcm.stages.distill.trainer import run
 
     overrides = dict(
@@ -70,6 +72,7 @@ def one(args: argparse.Namespace) -> dict:
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing or None,
     )  # fmt: skip
     cfg = resolve_config(DistillConfig, args.preset, None, overrides)
+    planned = plan_distill(cfg).total / GB  # the --dry-run estimate, next to what the GPU measures
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -89,6 +92,7 @@ def one(args: argparse.Namespace) -> dict:
         "total_sec": round(total, 2),
         "peak_rss_gb": round(rss_kb / 2**20, 3),
         "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "planned_gb": round(planned, 3),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "mixed_precision": args.mixed_precision,
         "gradient_checkpointing": bool(args.gradient_checkpointing),
@@ -181,14 +185,14 @@ def main() -> None:
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     previous[f"{args.preset}{'-random' if args.random else ''}"] = rows
     args.out.write_text(json.dumps(previous, indent=1) + "\n")
-    print("| method | stage | frames | s/step | peak RSS GB | peak CUDA GB | device |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | stage | frames | s/step | peak RSS GB | peak CUDA GB | planned GB | device |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['method']} | {r['stage']} | error: {r['error']} | | | | |")
+            print(f"| {r['method']} | {r['stage']} | error: {r['error']} | | | | | |")
         else:
             cells = [r["method"], r["stage"], r["frames"], f"{r['sec_per_step']:.3f}", r["peak_rss_gb"],
-                     r["peak_cuda_gb"], r["device"]]  # fmt: skip
+                     r["peak_cuda_gb"], r["planned_gb"], r["device"]]  # fmt: skip
             print("| " + " | ".join(str(c) for c in cells) + " |")
 
 

@@ -6,6 +6,8 @@ set -uo pipefail
 out=${1:?usage: sd15.sh OUT}
 python3 benchmarks/bench_render.py --preset sd15 --random --frames 16 --repeats 2 \
     --json "$out/render_sd15.json" 2>&1 | tee "$out/render_sd15.log"
-python3 benchmarks/bench_distill.py --preset sd15 --random --frames 16 --methods dancelcm \
-    --stages spatial,temporal --steps 4 --work /tmp/bench_distill --out "$out/distill_sd15.json" \
+# a distill step per method and stage, bf16 + gradient checkpointing: measured peak next to the planned one
+python3 benchmarks/bench_distill.py --preset sd15 --random --frames 16 --methods lcm,dancelcm,cosec,animatelcm \
+    --stages spatial,temporal --steps 3 --mixed-precision bf16 --gradient-checkpointing \
+    --work /tmp/bench_distill --out "$out/distill_sd15.json" \
     2>&1 | tee "$out/distill_sd15.log"

@@ -41,6 +41,13 @@ PreloadOpt = Annotated[
     OptBool, typer.Option("--preload/--no-preload", help="Read the whole cache into memory first.")
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."),
+]
+GpuMemoryOpt = Annotated[
+    OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
+]
 
 # --- sampling (`render`, `eval`)
 SeedOpt = Annotated[OptInt, typer.Option("--seed")]

@@ -12,7 +12,9 @@ from animlcm.cli.common import (
     CacheOpt,
     CheckpointEveryOpt,
     ConfigOpt,
+    DryRunOpt,
     FramesOpt,
+    GpuMemoryOpt,
     GradAccumOpt,
     MaxMinutesOpt,
     MaxStepsOpt,
@@ -63,15 +65,8 @@ def register(app: typer.Typer) -> None:
         num_workers: NumWorkersOpt = None,
         preload: PreloadOpt = None,
         progress: ProgressOpt = True,
-        dry_run: Annotated[
-            bool,
-            typer.Option(
-                "--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."
-            ),
-        ] = False,
-        gpu_memory: Annotated[
-            OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
-        ] = None,
+        dry_run: DryRunOpt = False,
+        gpu_memory: GpuMemoryOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
