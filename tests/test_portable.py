@@ -246,3 +246,61 @@ def test_the_builtin_models_ship_in_the_diffusers_layout():
     assert (BUILTIN_STUDENT.parent / "teacher" / "model_index.json").is_file()
     out = CliRunner().invoke(app, ["teacher", "info", str(BUILTIN_STUDENT)], env={"COLUMNS": "250"})
     assert out.exit_code == 0 and out.output.count("digest matches") == len(data["shared"]), out.output
+
+
+def test_convert_a_lora_student_of_the_earlier_format(tmp_path, teacher_net):
+    """A LoRA student written before (unprefixed LoRA keys, an absolute base path) converts to a pipeline
+    LoRA file linked to its base by relative path, rendering the same frames."""
+    from safetensors import safe_open
+
+    from animlcm.models.convert import convert_folder
+
+    vae = build_tiny_vae()
+    teacher = save_model_folder(teacher_net, vae, tmp_path / "old" / "teacher", "teacher")
+    net = copy.deepcopy(teacher_net)
+    add_lora(net, rank=4)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    old = tmp_path / "old" / "student"
+    save_model_folder(
+        net, None, old, "student", meta={"segments": 1}, lora=True, links={"base_teacher": teacher}
+    )
+    (old / "lora" / "pytorch_lora_weights.safetensors").unlink()  # as the earlier code wrote it:
+    net.unet.save_lora_adapter(
+        str(old / "lora"), adapter_name="default", weight_name="pytorch_lora_weights.safetensors"
+    )
+    data = json.loads((old / "animlcm.json").read_text())
+    data["meta"] = {"segments": 1, "base_teacher": str(teacher.resolve())}
+    (old / "animlcm.json").write_text(json.dumps(data))
+    want = frames(old)
+
+    res = convert_folder(old, tmp_path / "new" / "student", teacher=teacher)
+    assert res.lora and res.shared == []
+    meta = read_folder_meta(res.out)["meta"]
+    assert meta["base_teacher"] == "../../old/teacher" and meta["base_teacher_absolute"] == str(
+        teacher.resolve()
+    )
+    with safe_open(str(res.out / "lora" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert all(k.startswith("unet.") for k in f.keys())
+    assert np.array_equal(frames(res.out), want)
+
+
+def test_a_link_may_name_a_hub_model_in_the_local_cache(tmp_path, monkeypatch, teacher_net):
+    """A link that is no folder is read as a hub id, served from the local hub cache (never downloaded)."""
+    from animlcm.models.linked import resolve_link
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-teacher" / "snapshots" / "0123abcd"
+    save_model_folder(teacher_net, None, snapshot, "teacher")
+    (cache / "models--someone--tiny-teacher" / "refs").mkdir()
+    (cache / "models--someone--tiny-teacher" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert resolve_link("someone/tiny-teacher", tmp_path, what="teacher") == snapshot
+    with pytest.raises(AnimlcmError, match="its teacher is not there"):
+        resolve_link("someone/other", tmp_path, what="teacher")
