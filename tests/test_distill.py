@@ -646,3 +646,56 @@ def test_a_student_folder_is_not_taken_for_a_teacher(tiny_cache, tmp_path):
         check_inputs(tmp_path / "run", tiny_cache, BUILTIN_STUDENT)
     assert "its teacher" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lora_result_names_the_folder_that_holds_its_base(tiny_cache, tiny_teacher, tmp_path, monkeypatch):
+    """LoRA-only results are saved against the folder whose weights are their base: the teacher, a full
+    --init student, or (a LoRA --init) its own base; a spatial LoRA merged for --lora-layers all leaves no
+    such folder, so that result is saved in full. Each loads back to the network that trained."""
+    from animlcm.models.io import is_lora_folder, load_model_folder
+    from animlcm.stages.distill import trainer
+
+    trained = {}
+    real = trainer.save_student
+
+    def keep(student, *args, **kw):
+        import copy
+
+        from animlcm.models.lora import has_lora, merge_lora
+
+        plain = copy.deepcopy(student)
+        if has_lora(plain):
+            merge_lora(plain)
+        trained[args[1]] = plain.state_dict()
+        return real(student, *args, **kw)
+
+    monkeypatch.setattr(trainer, "save_student", keep)
+
+    def check(run, lora: bool, base: Path | None = None):
+        folder = Path(run.result)
+        assert is_lora_folder(folder) == lora
+        if base is not None:
+            meta = load_model_folder(folder).meta
+            assert (folder / meta["base_teacher"]).resolve() == (base / "student").resolve()
+        net = load_model_folder(folder).net
+        if lora:
+            from animlcm.models.lora import merge_lora
+
+            merge_lora(net)
+        want = next(v for k, v in trained.items() if Path(k).parent == Path(run.out))
+        mine = net.state_dict()
+        assert mine.keys() == want.keys() and all(torch.allclose(mine[k], want[k], atol=1e-5) for k in mine)
+
+    kw = dict(max_steps=1, lr=0.05)
+    full = trainer.run(
+        _cfg(tiny_cache, tiny_teacher, tmp_path / "full", method="lcm", face_tokens=False, **kw)
+    )
+    on_full = trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "on_full", method="lcm",
+                               face_tokens=False, init=full.out, lora_rank=4, train_modules="lora",
+                               **kw))  # fmt: skip
+    check(on_full, lora=True, base=full.out)
+    spatial = trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "s", method="animatelcm", **kw))
+    motion = trainer.run(_cfg(tiny_cache, tiny_teacher, tmp_path / "m", method="animatelcm", stage="temporal",
+                              num_frames=2, init=spatial.out, lora_rank=4, train_modules="lora",
+                              lora_layers="all", **kw))  # fmt: skip
+    check(motion, lora=False)

@@ -486,6 +486,9 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
     return out
 
 
+LORA_BASE = "_lora_base"  # load_student_start -> save_student (never written to a folder)
+
+
 def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tuple[nn.Module, dict]:
     """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA."""
     from animlcm.models.io import load_model_folder
@@ -493,20 +496,23 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
 
     init_meta: dict = {}
     base = teacher
+    # the folder whose weights are the student's base (what a LoRA-only result is saved against)
+    lora_base: Path | None = Path(cfg.teacher) if cfg.teacher is not None else None
     if cfg.init is not None:
         loaded = load_model_folder(_init_folder(cfg.init), device, vae=False)
         base, init_meta = loaded.net, dict(loaded.meta)
-        if "base_teacher" in init_meta:  # a link relative to that folder: resolved here
+        lora_base = loaded.path
+        if has_lora(base):  # a LoRA student: its base is its own base teacher (a link relative to it)
             from animlcm.models.linked import meta_target
 
-            init_meta["base_teacher"] = meta_target(
-                init_meta, "base_teacher", loaded.path, what="base teacher"
-            )
+            lora_base = meta_target(init_meta, "base_teacher", loaded.path, what="base teacher")
     student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
     if cfg.lora_rank and cfg.lora_layers == "all" and has_lora(student) and not _covers_motion(student):
-        # a spatial LoRA from --init folds into the base; the new adapter covers spatial and motion layers
+        # a spatial LoRA from --init folds into the base; the new adapter covers spatial and motion layers.
+        # No folder holds that base, so the result is saved with full weights.
         merge_lora(student)
-        init_meta.pop("base_teacher", None)
+        lora_base = None
+    init_meta[LORA_BASE] = lora_base
     if cfg.lora_rank and not has_lora(student):
         add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers, targets=cfg.lora_targets or "all")
     student.train()
@@ -545,9 +551,10 @@ def save_student(
     }
     # paths relative to the student folder (+ absolute fallbacks): a moved run folder still loads
     links = {"teacher": teacher_path, "spatial_run": cfg.init}
-    lora_only = has_lora(student) and cfg.train_modules == "lora"
+    # LoRA-only when nothing else trained and a folder holds the base the adapter applies to
+    lora_only = has_lora(student) and cfg.train_modules == "lora" and init_meta.get(LORA_BASE) is not None
     if lora_only:
-        links["base_teacher"] = init_meta.get("base_teacher") or teacher_path
+        links["base_teacher"] = init_meta[LORA_BASE]
     elif has_lora(student):
         merge_lora(student)
     student.eval()
