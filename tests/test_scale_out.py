@@ -159,3 +159,35 @@ def test_sharded_launchers_are_refused_in_one_line():
         with pytest.raises(AnimlcmError, match="not supported yet") as err:
             check_distributed_type(SimpleNamespace(distributed_type=kind))
         assert "configs/accelerate/ddp.yaml" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_real_runs_on_two_processes(tmp_path):
+    """The real commands through the repo's DDP config, 2 gloo processes: a LoRA distillation on a shared base
+    (no unused-parameter search: every trained weight gets a gradient), then the teacher training that trains
+    the reference net (with the search). Both finish, log every step once and write their result."""
+    from animlcm.models.io import is_lora_folder, load_model_folder
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def animlcm(*args: str, launch: bool = False) -> None:
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
+                    "--num_processes", "2"]  # fmt: skip
+        head = [*launcher, "-m", "animlcm"] if launch else [sys.executable, "-m", "animlcm"]
+        done = subprocess.run([*head, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, (args[0], done.stderr[-3000:])
+
+    w = tmp_path
+    animlcm("synth", "--out", str(w / "v"), "--identities", "2", "--clips", "1", "--frames", "12")
+    animlcm("teacher", "init", "--out", str(w / "t"), "--no-face-tokens")
+    animlcm(
+        "extract", str(w / "v"), "--out", str(w / "c"), "--pose", "groundtruth", "--teacher", str(w / "t")
+    )
+    common = ["--cache", str(w / "c"), "--max-steps", "2", "--no-progress", "--batch-size", "1"]
+    animlcm("distill", "--teacher", str(w / "t"), "--method", "animatelcm", "--out", str(w / "d"), *common,
+            launch=True)  # fmt: skip
+    animlcm("train-teacher", "--init", str(w / "t"), "--out", str(w / "tt"), *common, launch=True)
+    for run in (w / "d", w / "tt"):
+        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == [1, 2]
+    assert is_lora_folder(w / "d" / "student") and load_model_folder(w / "d" / "student").kind == "student"
+    assert load_model_folder(w / "tt" / "teacher").kind == "teacher"

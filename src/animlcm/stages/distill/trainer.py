@@ -76,8 +76,8 @@ def make_accelerator(cfg: Any):
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         cpu=not torch.cuda.is_available(),
-        # the step's conditioning runs outside forward(); let DDP find what got gradients
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # find_unused_parameters is set per run before prepare() (may_leave_unused)
+        kwargs_handlers=[DistributedDataParallelKwargs()],
     )
 
 
@@ -258,6 +258,15 @@ def train(job: TrainJob, cfg: Any, *, description: str = "train") -> TrainResult
         return _train(job, cfg, description=description)
 
 
+def may_leave_unused(net: nn.Module) -> bool:
+    """Can a trained parameter get no gradient in a step? Where the reference net trains (the layers of its
+    last up block after the last self-attention input it records feed nothing) or a face projector trains.
+    DDP then searches the autograd graph after every forward (``find_unused_parameters``); everywhere else
+    every trained parameter gets a gradient and the search is skipped."""
+    parts = [getattr(net, name, None) for name in ("reference_unet", "face_projector")]
+    return any(p.requires_grad for m in parts if m is not None for p in m.parameters())
+
+
 def check_distributed_type(accelerator: Any) -> None:
     """DDP (or one process) only: FSDP and DeepSpeed ZeRO shard weights, gradients or optimizer states, which
     this loop's checkpoints (one process writes the whole optimizer state), EMA update and step (the
@@ -281,6 +290,8 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
         raise AnimlcmError(f"{job.out}: nothing to train (no parameter requires grad); check train_modules")
     params = [p for p in unwrapped.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
+    if accelerator.ddp_handler is not None:  # read by prepare(): DDP searches the graph only where needed
+        accelerator.ddp_handler.find_unused_parameters = may_leave_unused(unwrapped)
     model, optimizer = accelerator.prepare(unwrapped, optimizer)
 
     # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
