@@ -113,7 +113,9 @@ def _ints(flag: str, text: str | None) -> list[int] | None:
 
 
 @teacher_app.command("info")
-def info_cmd(directory: Annotated[Path, typer.Argument(help="A teacher or student folder.")]) -> None:
+def info_cmd(
+    directory: Annotated[Path, typer.Argument(help="A teacher or student folder (or run folder).")],
+) -> None:
     """Print a model folder's parts, parameter counts, where each part's weights come from, prediction type
     and noise schedule."""
     from rich.console import Console
@@ -124,9 +126,10 @@ def info_cmd(directory: Annotated[Path, typer.Argument(help="A teacher or studen
 def _print_info(directory: Path, console) -> None:
     from rich.table import Table
 
+    from animlcm.models.io import result_folder
     from animlcm.models.teacher import folder_info
 
-    info = folder_info(directory)
+    info = folder_info(result_folder(directory))
     table = Table(title=f"{info.kind} {info.path} (preset {info.preset})")
     table.add_column("part")
     table.add_column("parameters", justify="right")

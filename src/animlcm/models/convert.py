@@ -87,10 +87,16 @@ def convert_folder(
     absolute_links: bool = True,
 ) -> ConvertResult:
     """Write ``src`` as a new folder ``dst`` (see the module doc); returns what was written."""
-    from animlcm.models.io import is_lora_folder, load_model_folder, read_folder_meta, save_model_folder
+    from animlcm.models.io import (
+        is_lora_folder,
+        load_model_folder,
+        read_folder_meta,
+        result_folder,
+        save_model_folder,
+    )
     from animlcm.models.linked import meta_target
 
-    src, dst = Path(src), Path(dst)
+    src, dst = result_folder(src), Path(dst)
     data = read_folder_meta(src)
     _check_paths(src, dst)
     if dtype is not None and dtype not in DTYPES:

@@ -87,6 +87,17 @@ def read_folder_meta(directory: str | Path) -> dict:
     return data
 
 
+def result_folder(path: str | Path) -> Path:
+    """A model folder as given, or the result inside a run folder (``distill``'s ``student/``,
+    ``train-teacher``'s ``teacher/``), so every command that takes a model folder takes a run folder too."""
+    path = Path(path)
+    if not (path / META_FILE).exists():
+        for inner in ("student", "teacher"):
+            if (path / inner / META_FILE).exists():
+                return path / inner
+    return path
+
+
 def vae_folder(directory: str | Path) -> Path | None:
     """The VAE folder a model folder uses: its own ``vae/``, the linked teacher's (a student that shares it),
     or its LoRA base's; None when it has none (the preset's default VAE then)."""

@@ -65,13 +65,10 @@ def load_render_model(
 
 
 def model_folder(path: Path) -> Path:
-    """A model folder as given, or the result inside a run folder (``distill``'s ``student/``,
-    ``train-teacher``'s ``teacher/``), so ``--model`` takes either."""
-    if not (path / "animlcm.json").exists():
-        for inner in ("student", "teacher"):
-            if (path / inner / "animlcm.json").exists():
-                return path / inner
-    return path
+    """``--model`` takes a model folder or a run folder (its result inside)."""
+    from animlcm.models.io import result_folder
+
+    return result_folder(path)
 
 
 def teacher_of(meta: dict | None, run_dir: Path) -> Path:
