@@ -70,6 +70,7 @@ def one(args: argparse.Namespace) -> dict:
         cache=args.cache, teacher=args.teacher, out=args.out, method=args.method, stage=args.stage,
         max_steps=args.steps, num_frames=args.frames, checkpoint_every=10**9, progress=False,
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing or None,
+        batched_cfg=args.batched_cfg or None,
     )  # fmt: skip
     cfg = resolve_config(DistillConfig, args.preset, None, overrides)
     planned = plan_distill(cfg).total / GB  # the --dry-run estimate, next to what the GPU measures
@@ -96,6 +97,7 @@ def one(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "mixed_precision": args.mixed_precision,
         "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "batched_cfg": bool(args.batched_cfg),
         "last_terms": result.last_terms,
     }
 
@@ -110,6 +112,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the preset's)")
     p.add_argument("--mixed-precision", default=None, help="no | fp16 | bf16 (default: the preset's)")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--batched-cfg", action="store_true", help="the teacher's CFG branches in one call")
     p.add_argument(
         "--work", type=Path, default=Path("bench_work"), help="scratch folder (cache, teacher, runs)"
     )
@@ -169,6 +172,8 @@ def main() -> None:
                 cmd += ["--mixed-precision", args.mixed_precision]
             if args.gradient_checkpointing:
                 cmd += ["--gradient-checkpointing"]
+            if args.batched_cfg:
+                cmd += ["--batched-cfg"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:

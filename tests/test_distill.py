@@ -699,3 +699,16 @@ def test_a_lora_result_names_the_folder_that_holds_its_base(tiny_cache, tiny_tea
                               num_frames=2, init=spatial.out, lora_rank=4, train_modules="lora",
                               lora_layers="all", **kw))  # fmt: skip
     check(motion, lora=False)
+
+
+def test_batched_cfg_gives_the_two_call_loss(tiny_cache, tiny_teacher, tmp_path):
+    """--batched-cfg: the teacher's two CFG branches in one call; the same loss terms as two calls, up to
+    float rounding (the run is otherwise identical: same samples, noise and w)."""
+    from animlcm.stages.distill.trainer import run
+
+    kw = dict(method="dancelcm", w=2.0, max_steps=2, lr=1e-3)
+    two = run(_cfg(tiny_cache, tiny_teacher, tmp_path / "two", **kw))
+    one = run(_cfg(tiny_cache, tiny_teacher, tmp_path / "one", batched_cfg=True, **kw))
+    assert one.last_terms.keys() == two.last_terms.keys()
+    for k, v in two.last_terms.items():
+        assert one.last_terms[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k

@@ -114,6 +114,26 @@ def test_reference_features_change_the_output(net, cond):
     assert (dropped - base).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("temporal", [True, False])
+def test_batched_cfg_is_the_two_branches_in_one_call(net, temporal):
+    """cond.with_uncond(): [cond; uncond] in one call of twice the batch, the uncond rows' reference keys
+    masked out, equals the two calls (up to float rounding), face tokens (decoupled attention) included."""
+    d = inputs(2, 3, seed=4)
+    with torch.no_grad():
+        cond = net.encode_conditioning(d["ref"], d["ref_latent"], d["face"])
+        c = net(d["x"], d["t"], d["pose"], cond, temporal=temporal)
+        u = net(d["x"], d["t"], d["pose"], cond.uncond(), temporal=temporal)
+        both = {k: torch.cat([v, v]) for k, v in d["pose"].items()}
+        x2, t2 = torch.cat([d["x"], d["x"]]), torch.cat([d["t"], d["t"]])
+        bc, bu = net(x2, t2, both, cond.with_uncond(), temporal=temporal).chunk(2)
+    assert (c - u).abs().max() > 1e-2  # the branches differ: the mask has something to do
+    torch.testing.assert_close(bc, c, rtol=0, atol=2e-5)
+    torch.testing.assert_close(bu, u, rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="plain conditional"):
+        cond.uncond().with_uncond()
+    assert cond.with_uncond().select([1, 2]).reference_rows.tolist() == [True, False]
+
+
 def test_reference_read_processor_is_attention_over_concatenated_keys():
     """attn1 with the processor == softmax(q [k_x; k_ref]^T / sqrt(d)) [v_x; v_ref], by hand."""
     from diffusers.models.attention_processor import Attention

@@ -11,3 +11,7 @@ python3 benchmarks/bench_distill.py --preset sd15 --random --frames 16 --methods
     --stages spatial,temporal --steps 3 --mixed-precision bf16 --gradient-checkpointing \
     --work /tmp/bench_distill --out "$out/distill_sd15.json" \
     2>&1 | tee "$out/distill_sd15.log"
+# the teacher's two CFG passes as one call of twice the batch (--batched-cfg; off by default until measured)
+python3 benchmarks/bench_distill.py --preset sd15 --random --frames 16 --methods dancelcm --stages spatial \
+    --steps 3 --mixed-precision bf16 --gradient-checkpointing --batched-cfg \
+    --work /tmp/bench_distill --out "$out/distill_sd15_batched_cfg.json" 2>&1 | tee "$out/distill_batched_cfg.log"

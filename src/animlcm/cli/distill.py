@@ -142,6 +142,13 @@ def register(app: typer.Typer) -> None:
                 help="One reference-net pass per step where target and teacher would match it exactly.",
             ),
         ] = None,
+        batched_cfg: Annotated[
+            OptBool,
+            typer.Option(
+                "--batched-cfg/--no-batched-cfg",
+                help="The teacher's two CFG passes as one call of twice the batch (reference keys masked).",
+            ),
+        ] = None,
         share_base: Annotated[
             OptBool,
             typer.Option(
@@ -230,7 +237,8 @@ def register(app: typer.Typer) -> None:
             preload=preload,
             adam_8bit=adam_8bit, num_ddim_steps=num_ddim_steps, w=w, w_range=parse_pair(w_range, "--w-range"),
             ema=ema, adjacent=adjacent, loss=loss, huber_c=huber_c, share_reference=share_reference,
-            reuse_reference=reuse_reference, share_base=share_base, standalone=standalone,
+            reuse_reference=reuse_reference, batched_cfg=batched_cfg, share_base=share_base,
+            standalone=standalone,
             segments=segments,
             aux_head=aux_head, motion_weight=motion_weight, motion_delta=motion_delta,
             face_tokens=face_tokens,

@@ -30,6 +30,9 @@ class Conditioning:
     tokens: torch.Tensor
     reference: list[torch.Tensor] = field(default_factory=list)
     dropped: bool = False
+    reference_rows: torch.Tensor | None = None
+    """``(B,)`` bool: the rows that attend to their reference features (None: every row, unless
+    ``dropped``). The others are unconditional rows of a batched CFG call (:meth:`with_uncond`)."""
 
     @property
     def batch_size(self) -> int:
@@ -39,17 +42,34 @@ class Conditioning:
         """The unconditional branch for classifier-free guidance: zero image tokens, reference dropped."""
         return Conditioning(tokens=torch.zeros_like(self.tokens), reference=[], dropped=True)
 
+    def with_uncond(self) -> Conditioning:
+        """This conditioning and its unconditional branch in one batch of 2B rows (``[cond; uncond]``): one
+        network call for both CFG branches. The uncond rows get zero image tokens and their reference keys
+        masked out of self-attention, which is what dropping them means."""
+        if self.dropped or self.reference_rows is not None:
+            raise ValueError("with_uncond: needs a plain conditional Conditioning")
+        b = self.batch_size
+        rows = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)])
+        return Conditioning(
+            tokens=torch.cat([self.tokens, torch.zeros_like(self.tokens)]),
+            reference=[torch.cat([r, r]) for r in self.reference],
+            reference_rows=rows.to(self.tokens.device),
+        )
+
     def repeat(self, n: int) -> Conditioning:
         """Tile the batch ``n`` times (like ``Tensor.repeat``): item ``i`` ends up at rows ``i, i+B, ...``."""
+        rows = None if self.reference_rows is None else self.reference_rows.repeat(n)
         return Conditioning(
             tokens=self.tokens.repeat(n, 1, 1),
             reference=[r.repeat(n, 1, 1) for r in self.reference],
             dropped=self.dropped,
+            reference_rows=rows,
         )
 
     def select(self, index: torch.Tensor | slice | list[int]) -> Conditioning:
         """Rows ``index`` of the batch (e.g. one clip of a batch)."""
-        return Conditioning(self.tokens[index], [r[index] for r in self.reference], self.dropped)
+        rows = None if self.reference_rows is None else self.reference_rows[index]
+        return Conditioning(self.tokens[index], [r[index] for r in self.reference], self.dropped, rows)
 
     def to(self, device=None, dtype=None) -> Conditioning:
         return replace(

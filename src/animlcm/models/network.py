@@ -366,7 +366,9 @@ class AnimationNetwork(nn.Module):
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(b)
         tokens = cond.tokens.to(dtype).repeat_interleave(f, dim=0)  # UNetMotionModel wants (B*F, L, D)
         reference = ReferenceContext(
-            features=None if cond.dropped else cond.reference, face_tokens=self.decoupled_face_tokens
+            features=None if cond.dropped else cond.reference,
+            face_tokens=self.decoupled_face_tokens,
+            rows=cond.reference_rows,
         )
         kwargs = {"reference": reference}
         pose_features = self.pose_guider(pose)

@@ -40,6 +40,9 @@ class ReferenceContext:
     layers: int = 0
     face_tokens: int = 0
     """The last ``face_tokens`` tokens of the cross-attention context get their own softmax (decoupled)."""
+    rows: torch.Tensor | None = None
+    """Reading, ``(B,)`` bool: the clips whose queries see their reference keys (None: all). The others are
+    the unconditional rows of a batched CFG call: their reference keys are masked out of the softmax."""
 
     @classmethod
     def writer(cls, num_layers: int, face_tokens: int = 0) -> ReferenceContext:
@@ -83,11 +86,25 @@ class _SpatialProcessor(AttnProcessor2_0):
             return decoupled_cross_attention(
                 attn, hidden_states, encoder_hidden_states, reference.face_tokens, attention_mask
             )
-        encoder_hidden_states = self.keys_values(hidden_states, encoder_hidden_states, reference)
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        keys = self.keys_values(hidden_states, encoder_hidden_states, reference)
+        if keys is not encoder_hidden_states and reference is not None and reference.rows is not None:
+            attention_mask = _reference_mask(reference.rows, hidden_states, keys, attention_mask)
+        return super().__call__(attn, hidden_states, keys, attention_mask, temb)
 
     def keys_values(self, hidden_states, encoder_hidden_states, reference: ReferenceContext | None):
         return encoder_hidden_states
+
+
+def _reference_mask(rows: torch.Tensor, hidden_states, keys, attention_mask) -> torch.Tensor:
+    """``(B*F, 1, L + L_ref)`` bool: every query sees the frame's own tokens; only ``rows`` see the
+    reference's (the unconditional rows of a batched CFG call do not)."""
+    if attention_mask is not None:
+        raise ValueError("a batched CFG call (reference rows) does not combine with another attention mask")
+    n, own = hidden_states.shape[0], hidden_states.shape[1]
+    seen = rows.to(hidden_states.device).repeat_interleave(n // rows.shape[0])  # (B,) -> (B*F,)
+    mask = torch.ones(n, 1, keys.shape[1], dtype=torch.bool, device=hidden_states.device)
+    mask[:, 0, own:] = seen[:, None]
+    return mask
 
 
 def decoupled_cross_attention(attn, hidden_states, context, face_tokens: int, attention_mask=None):

@@ -55,6 +55,9 @@ class DistillConfig(LoopSettings):
     reuse_reference: bool = True
     """Run the frozen reference net once per step wherever the target's or teacher's features would be the
     student's bit for bit (no face tokens, equal frozen weights, one dtype): exact, only faster."""
+    batched_cfg: bool = False
+    """The teacher's conditional and unconditional passes in one call of twice the batch (the unconditional
+    rows' reference keys masked out): fewer, larger calls; equal to two calls up to float rounding."""
     share_base: bool = True
     """LoRA-only runs: teacher and EMA target are the student's base network seen through its adapters (off;
     a second, EMA adapter) instead of two more copies of the network: exact, less memory."""

@@ -210,10 +210,18 @@ def distill_step(
     guided = cfg.w_range is not None or bool(cfg.w)
 
     def teacher_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+        if guided and cfg.batched_cfg:  # both branches in one call of twice the batch
+            both = {k: torch.cat([v, v]) for k, v in pose.items()}
+            t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+            out = models.teacher(torch.cat([x, x]), torch.cat([t, t]), both, cond_batched, temporal=temporal)
+            out_c, out_u = out.float().chunk(2)
+            return out_c, out_u
         out_c = models.teacher(x, t, pose, cond_teacher, temporal=temporal).float()
         if not guided:  # w = 0: x0_c + 0 (x0_c - x0_u), no need for the unconditional call
             return out_c, None
         return out_c, models.teacher(x, t, pose, cond_teacher.uncond(), temporal=temporal).float()
+
+    cond_batched = cond_teacher.with_uncond() if cond_teacher is not None and cfg.batched_cfg else None
 
     def target_fn(x: Tensor, t: Tensor) -> Tensor:
         return models.target(x, t, pose, cond_target, temporal=temporal).float()
