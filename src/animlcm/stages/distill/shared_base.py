@@ -68,9 +68,12 @@ def _tuner_layers(net: nn.Module) -> list[nn.Module]:
 
 @contextmanager
 def adapter(net: nn.Module, name: str | None) -> Iterator[None]:
-    """Run ``net`` with adapter ``name`` active (None: no adapter, the base network), then restore."""
+    """Run ``net`` with adapter ``name`` active (None: no adapter, the base network) and in eval mode, as the
+    separate teacher and target copies run, then restore both."""
     layers = _tuner_layers(net)
     saved = [(m._active_adapter, m._disable_adapters) for m in layers]
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
     try:
         for m in layers:
             if name is None:
@@ -82,6 +85,8 @@ def adapter(net: nn.Module, name: str | None) -> Iterator[None]:
     finally:
         for m, (active, disabled) in zip(layers, saved, strict=True):
             m._active_adapter, m._disable_adapters = active, disabled
+        for m, training in modes:
+            m.training = training
 
 
 class AdapterView:
