@@ -83,6 +83,21 @@ def test_a_shared_base_plans_the_adapter_alone():
     assert _row(shared, "teacher") == 0 and _row(copies, "teacher") > 0
     assert _row(shared, "EMA target") == _row(shared, "gradients")  # fp32, one per trained LoRA weight
     assert _row(copies, "EMA target") > 10 * _row(shared, "EMA target")
+    # the real thing: the EMA adapter's tensors on a real tiny student, as trainer.run builds it
+    from animlcm.models.lora import add_lora
+    from animlcm.models.presets import build_network
+    from animlcm.stages.distill.shared_base import EMA_ADAPTER, add_ema_adapter
+    from animlcm.stages.distill.trainer import _trainable, with_heads
+
+    cfg = DistillConfig(**base).with_method_defaults()
+    student = with_heads(build_network("tiny", face_tokens=False), False, False)
+    add_lora(student, rank=cfg.lora_rank)
+    _trainable(student, cfg)
+    before = {id(p) for p in student.parameters()}
+    add_ema_adapter(student)
+    added = [p for p in student.parameters() if id(p) not in before]
+    assert all(f".{EMA_ADAPTER}." in n for n, p in student.named_parameters() if id(p) not in before)
+    assert _row(shared, "EMA target") == sum(p.nbytes for p in added)
 
 
 def test_motion_modules_are_checkpointed_with_the_rest():
