@@ -62,6 +62,18 @@ def frames(folder: Path) -> np.ndarray:
     return pipe(ref, poses, num_inference_steps=2, output_type="np").frames
 
 
+def lora_student(teacher_net, seed: int):
+    """The teacher + a rank-4 LoRA with an effect (peft starts lora_B at zero)."""
+    net = copy.deepcopy(teacher_net)
+    add_lora(net, rank=4)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2, generator=g)
+    return net
+
+
 def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     x, y = a.state_dict(), b.state_dict()
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
@@ -71,14 +83,9 @@ def test_a_full_student_links_exactly_the_parts_it_shares(pair, student_net):
     teacher, student = pair
     data = read_folder_meta(student)
     # every part but the changed denoiser (the tiny preset's teacher has a face projector and aux head too)
-    assert set(data["shared"]) == {
-        "reference_unet",
-        "pose_guider",
-        "image_encoder",
-        "face_projector",
-        "aux_head",
-        "vae",
-    }
+    from animlcm.models.diffusers_folder import NETWORK_PARTS
+
+    assert set(data["shared"]) == set(NETWORK_PARTS) - {"unet"} | {"vae"}
     for part, entry in data["shared"].items():
         assert entry["from"] == "../teacher" and entry["absolute"] == str(teacher.resolve())
         assert not (student / part).exists()
@@ -186,12 +193,7 @@ def test_lora_students_link_their_base_and_load_onto_it_with_diffusers(tmp_path,
     ``pipe.load_lora_weights`` on the teacher's pipeline renders what the student folder renders."""
     vae = build_tiny_vae()
     teacher = save_model_folder(teacher_net, vae, tmp_path / "pair" / "teacher", "teacher")
-    net = copy.deepcopy(teacher_net)
-    add_lora(net, rank=4)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(0))
+    net = lora_student(teacher_net, seed=0)
     meta = {"segments": 1, "num_ddim_steps": 50}
     student = save_model_folder(
         net,
@@ -257,12 +259,7 @@ def test_convert_a_lora_student_of_the_earlier_format(tmp_path, teacher_net):
 
     vae = build_tiny_vae()
     teacher = save_model_folder(teacher_net, vae, tmp_path / "old" / "teacher", "teacher")
-    net = copy.deepcopy(teacher_net)
-    add_lora(net, rank=4)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    net = lora_student(teacher_net, seed=1)
     old = tmp_path / "old" / "student"
     save_model_folder(
         net, None, old, "student", meta={"segments": 1}, lora=True, links={"base_teacher": teacher}
