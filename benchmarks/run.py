@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_extract.py", "bench_smpl.py", "bench_distill.py", "bench_render.py")
+SCRIPTS = ("bench_extract.py", "bench_smpl.py", "bench_distill.py", "bench_render.py", "bench_folders.py")
 
 
 def machine() -> str:
