@@ -118,6 +118,11 @@ class AdapterView:
     def parameters(self) -> Iterator[nn.Parameter]:
         return (p for _, p in self.named_parameters())
 
+    def to_device(self, device: torch.device) -> AdapterView:
+        """Move the (whole, shared) network to ``device``; returns this view."""
+        self._net.to(device)
+        return self
+
     def __getattr__(self, item: str) -> Any:
         return getattr(self._net, item)
 

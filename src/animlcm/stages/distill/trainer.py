@@ -600,10 +600,14 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run
 
-    # 1. the frozen teacher, and the student: the teacher's weights (or --init's) plus the method's heads
-    loaded = load_model_folder(cfg.teacher, accelerator.device)
+    # 1. the frozen teacher, and the student: the teacher's weights (or --init's) plus the method's heads.
+    #    Both are built on the host and moved once they are final, so the device never holds the transient
+    #    second fp32 copy (a shared base drops the teacher; a separate one goes over in bf16/fp16): its peak
+    #    is what the memory plan counts.
+    device = accelerator.device
+    loaded = load_model_folder(cfg.teacher, "cpu")
     teacher, vae = loaded.net.requires_grad_(False).eval(), loaded.vae
-    student, init_meta = load_student_start(cfg, teacher, accelerator.device)
+    student, init_meta = load_student_start(cfg, teacher, torch.device("cpu"))
     _trainable(student, cfg)
     if cfg.gradient_checkpointing:
         from animlcm.models.checkpointing import enable_checkpointing
@@ -614,18 +618,19 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
     shared_base = shares_base(cfg, student, teacher)
     if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
-        target = add_ema_adapter(student)
+        target = add_ema_adapter(student).to_device(device)
         teacher = loaded.net = None if cfg.teacher_free else AdapterView(student, None)
     else:
+        student.to(device)
         target = make_target(student)
     if cfg.lora_init_strategy and cfg.stage == "temporal":
         zero_lora_in_target(target)
     if cfg.teacher_free:
         teacher = loaded.net = None  # no teacher call at all: free its memory
-    elif shared_base:
-        pass  # the teacher is the student's base: it runs in the student's dtype (under autocast)
-    elif accelerator.mixed_precision in ("fp16", "bf16") and accelerator.device.type == "cuda":
-        teacher.to(torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
+    elif not shared_base:  # (a shared base runs in the student's dtype, under autocast)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+        teacher.to(device=device, dtype=half if device.type == "cuda" else None)
+    vae = vae.to(device) if vae is not None else None
 
     # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
     #    crops when the student or the teacher has face tokens (each sees the conditioning it has)
