@@ -42,6 +42,21 @@ def shares_base(cfg: Any, student: nn.Module, teacher: nn.Module | None) -> bool
     return cfg.teacher_free or teacher is None or _base_equals(student, teacher)
 
 
+def shares_base_up_front(cfg: Any, teacher: nn.Module) -> bool:
+    """Will :func:`shares_base` hold for a student built from ``teacher`` itself (no ``--init``)? Decided from
+    the settings before the student exists, so that it can be built on the teacher network in place: a
+    LoRA-only run, no face projector in the student (nor one in the teacher that the student would drop),
+    no trained aux head."""
+    return bool(
+        cfg.share_base
+        and cfg.train_modules == "lora"
+        and cfg.lora_rank
+        and not cfg.face_tokens
+        and not cfg.aux_head
+        and getattr(teacher, "face_projector", None) is None
+    )
+
+
 def _base_equals(student: nn.Module, teacher: nn.Module) -> bool:
     """The student's weights without its adapter are the teacher's, value for value."""
     mine = {n.replace(".base_layer", ""): p for n, p in student.named_parameters() if "lora_" not in n} | {

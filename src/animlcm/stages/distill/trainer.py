@@ -470,17 +470,18 @@ def _init_folder(init: Path) -> Path:
     return init / "student" if (init / "student").is_dir() else init
 
 
-def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
-    """A copy of ``net`` with DanceLCM's face projector / aux head added (fresh) or removed as asked.
+def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool = True) -> nn.Module:
+    """A copy of ``net`` (``copy=False``: ``net`` itself) with DanceLCM's face projector / aux head added
+    (fresh) or removed as asked.
 
     A face projector added to a network without one is zero-initialised and read by decoupled attention, so
     the copy predicts exactly what ``net`` predicts until it trains."""
-    import copy
+    import copy as copying
 
     from animlcm.models.conditioning import FaceProjector
     from animlcm.models.network import AuxHead
 
-    out = copy.deepcopy(net)
+    out = copying.deepcopy(net) if copy else net
     out.config = dataclasses.replace(net.config, face_tokens=face_tokens, aux_head=aux_head)
     width, c0 = out.unet.config.cross_attention_dim, out.unet.config.block_out_channels[0]
     if face_tokens and out.face_projector is None:
@@ -500,8 +501,11 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool) -> nn.Module:
 LORA_BASE = "_lora_base"  # load_student_start -> save_student (never written to a folder)
 
 
-def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tuple[nn.Module, dict]:
-    """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA."""
+def load_student_start(
+    cfg: Any, teacher: nn.Module, device: torch.device, *, in_place: bool = False
+) -> tuple[nn.Module, dict]:
+    """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA.
+    ``in_place``: built on the teacher network itself (a shared base, which needs no separate teacher)."""
     from animlcm.models.io import load_model_folder
     from animlcm.models.lora import add_lora, has_lora, merge_lora
 
@@ -517,7 +521,7 @@ def load_student_start(cfg: Any, teacher: nn.Module, device: torch.device) -> tu
             from animlcm.models.linked import meta_target
 
             lora_base = meta_target(init_meta, "base_teacher", loaded.path, what="base teacher")
-    student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head))
+    student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head), copy=not in_place)
     if cfg.lora_rank and cfg.lora_layers == "all" and has_lora(student) and not _covers_motion(student):
         # a spatial LoRA from --init folds into the base; the new adapter covers spatial and motion layers.
         # No folder holds that base, so the result is saved with full weights.
@@ -586,7 +590,12 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.data import DistillDataset
     from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
-    from animlcm.stages.distill.shared_base import AdapterView, add_ema_adapter, shares_base
+    from animlcm.stages.distill.shared_base import (
+        AdapterView,
+        add_ema_adapter,
+        shares_base,
+        shares_base_up_front,
+    )
     from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces, same_conditioning
 
     cfg = cfg.with_method_defaults()
@@ -607,7 +616,10 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     device = accelerator.device
     loaded = load_model_folder(cfg.teacher, "cpu")
     teacher, vae = loaded.net.requires_grad_(False).eval(), loaded.vae
-    student, init_meta = load_student_start(cfg, teacher, torch.device("cpu"))
+    # a shared base known from the settings alone: the student is built on the teacher network itself, so
+    # not even the host holds two fp32 copies (19 GB at sd15)
+    in_place = cfg.init is None and shares_base_up_front(cfg, teacher)
+    student, init_meta = load_student_start(cfg, teacher, torch.device("cpu"), in_place=in_place)
     _trainable(student, cfg)
     if cfg.gradient_checkpointing:
         from animlcm.models.checkpointing import enable_checkpointing
@@ -616,7 +628,9 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     # 2. the EMA target; AnimateLCM's init strategy: the LoRA reaches the target only through the EMA
     lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
     names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
-    shared_base = shares_base(cfg, student, teacher)
+    shared_base = shares_base(cfg, student, None if in_place else teacher)
+    if in_place and not shared_base:
+        raise RuntimeError("shares_base_up_front and shares_base disagree: a bug, please report it")
     if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
         target = add_ema_adapter(student).to_device(device)
         teacher = loaded.net = None if cfg.teacher_free else AdapterView(student, None)
