@@ -232,13 +232,13 @@ def test_resolve_device_dtype_names():
 
 
 def test_model_folder_takes_a_run_folder(tmp_path):
-    from animlcm.stages.render.model import model_folder
+    from animlcm.models.io import result_folder
 
     (tmp_path / "run" / "student").mkdir(parents=True)
     (tmp_path / "run" / "student" / "animlcm.json").write_text("{}")
-    assert model_folder(tmp_path / "run") == tmp_path / "run" / "student"
-    assert model_folder(tmp_path / "run" / "student") == tmp_path / "run" / "student"
-    assert model_folder(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # left for the loader's error
+    assert result_folder(tmp_path / "run") == tmp_path / "run" / "student"
+    assert result_folder(tmp_path / "run" / "student") == tmp_path / "run" / "student"
+    assert result_folder(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # left for the loader's error
 
 
 def test_builtin_model_says_it_knows_only_synthetic_dancers(real_data, tmp_path):

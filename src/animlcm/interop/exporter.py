@@ -76,15 +76,13 @@ class ExportSummary:
 # ------------------------------------------------------------------------------------------------ helpers
 def _teacher_folders(folder: Path, meta: dict) -> list[Path]:
     """The folder itself and the teacher it came from (where an import left its extras and source record)."""
-    from animlcm.models.linked import ABSOLUTE_SUFFIX, resolve_link
+    from animlcm.models.linked import meta_target
 
     out = [folder]
     for key in ("base_teacher", "teacher"):
         if isinstance(meta.get(key), str):
             try:
-                out.append(
-                    resolve_link(meta[key], folder, meta.get(key + ABSOLUTE_SUFFIX), what=key, hub=False)
-                )
+                out.append(meta_target(meta, key, folder, what=key, hub=False))
             except AnimlcmError:
                 continue
     return out

@@ -78,9 +78,18 @@ def resolve_link(
     )
 
 
-def meta_target(meta: dict, key: str, folder: str | Path, *, what: str) -> Path:
+def meta_target(meta: dict, key: str, folder: str | Path, *, what: str, hub: bool = True) -> Path:
     """The folder ``meta[key]`` links to (see :func:`resolve_link`)."""
-    return resolve_link(meta.get(key), folder, meta.get(key + ABSOLUTE_SUFFIX), what=what)
+    return resolve_link(meta.get(key), folder, meta.get(key + ABSOLUTE_SUFFIX), what=what, hub=hub)
+
+
+def teacher_key(meta: dict) -> str | None:
+    """Which meta key names the teacher a student came from: ``teacher``, else a LoRA student's
+    ``base_teacher``; None when it records neither."""
+    for key in ("teacher", "base_teacher"):
+        if meta.get(key):
+            return key
+    return None
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:

@@ -17,13 +17,13 @@ def model_choices(dirs: list[Path]) -> dict[str, Path | None]:
 
     Each folder is checked now, so a typo stops the server at start, not a visitor's render later.
     """
-    from animlcm.stages.render.model import model_folder
+    from animlcm.models.io import result_folder
 
     if not dirs:
         return {BUILTIN_LABEL: None}
     choices: dict[str, Path | None] = {}
     for d in dirs:
-        folder = model_folder(Path(d))
+        folder = result_folder(Path(d))
         if not (folder / "animlcm.json").is_file():
             raise AnimlcmError(
                 f"--model {d}: no animlcm.json here or in its student/ or teacher/; pass a distill run "

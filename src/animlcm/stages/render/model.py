@@ -41,9 +41,9 @@ def load_render_model(
                 "or a teacher folder), or --random to time rendering with random weights"
             )
         model_dir = BUILTIN_STUDENT
-    from animlcm.models.io import load_model_folder
+    from animlcm.models.io import load_model_folder, result_folder
 
-    model_dir = model_folder(Path(model_dir))
+    model_dir = result_folder(Path(model_dir))  # --model takes a run folder too
     loaded = load_model_folder(model_dir, device=device, dtype=dtype)
     if teacher and loaded.kind != "teacher":
         teacher_dir = teacher_of(loaded.meta, Path(model_dir))
@@ -64,26 +64,19 @@ def load_render_model(
     )
 
 
-def model_folder(path: Path) -> Path:
-    """``--model`` takes a model folder or a run folder (its result inside)."""
-    from animlcm.models.io import result_folder
-
-    return result_folder(path)
-
-
 def teacher_of(meta: dict | None, run_dir: Path) -> Path:
     """The teacher folder a student was distilled from (its meta's link, relative to the student folder,
     with the absolute path as a fallback: ``linked.py``)."""
-    from animlcm.models.linked import ABSOLUTE_SUFFIX, resolve_link
+    from animlcm.models.linked import meta_target, teacher_key
 
     meta = meta or {}
-    key = "teacher" if meta.get("teacher") else "base_teacher"
-    if not meta.get(key):
+    key = teacher_key(meta)
+    if key is None:
         raise AnimlcmError(
             f"{run_dir}: this student run records no teacher; pass the teacher folder with --teacher DIR"
         )
     try:
-        return resolve_link(meta[key], run_dir, meta.get(key + ABSOLUTE_SUFFIX), what="teacher", hub=False)
+        return meta_target(meta, key, run_dir, what="teacher", hub=False)
     except AnimlcmError:
         raise AnimlcmError(
             f"{run_dir}: its teacher {meta[key]} is not there any more; pass the teacher with --teacher DIR"

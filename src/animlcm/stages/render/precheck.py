@@ -82,14 +82,12 @@ def check_steps(cfg: RenderConfig) -> None:
         meta, schedule = dict(data.get("meta") or {}), dict(data.get("schedule") or {})
         kind = data.get("kind")
         if cfg.teacher and kind != "teacher":
-            key = "teacher" if meta.get("teacher") else "base_teacher"
-            if meta.get(key):
-                from animlcm.models.linked import ABSOLUTE_SUFFIX, resolve_link
+            from animlcm.models.linked import meta_target, teacher_key
 
+            key = teacher_key(meta)
+            if key is not None:
                 try:
-                    t = resolve_link(
-                        meta[key], folder, meta.get(key + ABSOLUTE_SUFFIX), what="teacher", hub=False
-                    )
+                    t = meta_target(meta, key, folder, what="teacher", hub=False)
                 except AnimlcmError:
                     t = None  # the loader names the missing teacher
                 tf = _folder_json(t) if t is not None else None
