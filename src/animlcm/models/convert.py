@@ -56,10 +56,12 @@ def stored_dtypes(directory: Path) -> dict[str, torch.dtype]:
                 scan(weights_file(directory, part), part)
     elif (directory / WEIGHTS_FILE).is_file():
         scan(directory / WEIGHTS_FILE, None)
-    return {
-        part: _SAFE_DTYPES.get(next(iter(kinds)), torch.float32) if len(kinds) == 1 else torch.float32
-        for part, kinds in seen.items()
-    }
+    return {part: _one_dtype(kinds) for part, kinds in seen.items()}
+
+
+def _one_dtype(kinds: set[str]) -> torch.dtype:
+    """The torch dtype of a set of safetensors dtype names; float32 where they mix (lossless either way)."""
+    return _SAFE_DTYPES.get(next(iter(kinds)), torch.float32) if len(kinds) == 1 else torch.float32
 
 
 def _check_paths(src: Path, dst: Path) -> None:
@@ -115,9 +117,6 @@ def convert_folder(
             except AnimlcmError:
                 if lora and key == "base_teacher":
                     raise
-    if lora:  # the base the adapter applies to must be the folder the student records, or the one given
-        meta["base_teacher"] = str(teacher_dir.resolve())
-
     loaded = load_model_folder(src)
     net, vae = loaded.net, loaded.vae
     original = {k: v.clone() for k, v in net.state_dict().items()}
@@ -130,7 +129,7 @@ def convert_folder(
             if module is not None:
                 _cast(module, kept)
     if vae is not None:
-        _cast(vae, _vae_dtype(src, data, teacher_dir if lora else None))
+        _cast(vae, _vae_dtype(src))
 
     links: dict[str, Path] = {}
     for key in ("teacher", "spatial_run"):
@@ -175,23 +174,18 @@ def _cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
                 sub._buffers[name] = b.to(dtype)
 
 
-def _vae_dtype(src: Path, data: dict, base: Path | None) -> torch.dtype:
-    """The dtype of the VAE file ``src`` loads (its own, its teacher's when shared, its LoRA base's)."""
+def _vae_dtype(src: Path) -> torch.dtype:
+    """The dtype of the VAE file ``src`` loads (``vae_folder``: its own, its teacher's, its LoRA base's)."""
     from safetensors import safe_open
 
-    from animlcm.models.diffusers_folder import weights_file
-    from animlcm.models.linked import shared_source
+    from animlcm.models.diffusers_folder import DIFFUSERS_WEIGHTS
+    from animlcm.models.io import vae_folder
 
-    shared = data.get("shared") or {}
-    home = shared_source(src, "vae", shared["vae"]) if "vae" in shared else src
-    path = weights_file(home, "vae")
-    if not path.is_file() and base is not None:
-        path = weights_file(base, "vae")
-    if not path.is_file():
+    folder = vae_folder(src)
+    if folder is None or not (folder / DIFFUSERS_WEIGHTS).is_file():
         return torch.float32
-    with safe_open(str(path), framework="pt") as f:
-        kinds = {f.get_slice(k).get_dtype() for k in f.keys()}
-    return _SAFE_DTYPES.get(kinds.pop(), torch.float32) if len(kinds) == 1 else torch.float32
+    with safe_open(str(folder / DIFFUSERS_WEIGHTS), framework="pt") as f:
+        return _one_dtype({f.get_slice(k).get_dtype() for k in f.keys()})
 
 
 def _check_round_trip(

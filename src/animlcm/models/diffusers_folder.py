@@ -116,7 +116,7 @@ def write_components(
     if vae is not None:
         if "vae" not in shared:
             vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
-        index["vae"] = ["diffusers", type(vae).__name__]
+        index["vae"] = _index_entry("vae", vae)
     scheduler.save_pretrained(str(tmp / "scheduler"))
     index["scheduler"] = [_library_of(scheduler), type(scheduler).__name__]
     (tmp / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
@@ -124,12 +124,12 @@ def write_components(
 
 
 def _index_entry(part: str, module: nn.Module) -> list[str]:
-    """``[library, class]`` as ``write_components`` indexes ``part``."""
+    """``[library, class]`` as ``write_components`` indexes ``part`` (the VAE included)."""
     from animlcm.models.components import part_model
 
     if part == "image_encoder":
         return ["transformers", type(module).__name__]
-    if part in ("unet", "reference_unet"):
+    if part in ("unet", "reference_unet", "vae"):
         return ["diffusers", type(module).__name__]
     return [COMPONENTS_LIBRARY, type(part_model(part, module)).__name__]
 
@@ -149,7 +149,7 @@ def shareable_parts(net: nn.Module, vae: Any, teacher: Path, read: Any) -> list[
         path = weights_file(teacher, part)
         if module is None or not entry or entry[0] is None or not path.is_file():
             continue
-        if _index_entry_of(part, module) != list(entry):
+        if _index_entry(part, module) != list(entry):
             continue
         theirs = read(path)
         if part == "reference_unet":
@@ -161,10 +161,6 @@ def shareable_parts(net: nn.Module, vae: Any, teacher: Path, read: Any) -> list[
         ):
             same.append(part)
     return same
-
-
-def _index_entry_of(part: str, module: Any) -> list[str]:
-    return ["diffusers", type(module).__name__] if part == "vae" else _index_entry(part, module)
 
 
 def _library_of(obj: Any) -> str:
