@@ -29,15 +29,12 @@ class CheckpointedMotionModule(AnimateDiffTransformer3D):
         return super().forward(hidden_states, *args, **kwargs)
 
 
-def checkpointable_motion_modules(unet: nn.Module) -> int:
+def checkpointable_motion_modules(unet: nn.Module) -> None:
     """Make every motion module of ``unet`` a :class:`CheckpointedMotionModule` in place (its class only: a
-    subclass with no state of its own, so weights, names and outputs stay as they are); returns how many."""
-    count = 0
+    subclass with no state of its own, so weights, names and outputs stay as they are)."""
     for module in unet.modules():
         if type(module) is AnimateDiffTransformer3D:
             module.__class__ = CheckpointedMotionModule
-            count += 1
-    return count
 
 
 def enable_checkpointing(net: nn.Module) -> None:

@@ -131,11 +131,7 @@ def plan_distill(cfg: Any) -> MemoryPlan:
     half = cfg.mixed_precision in ("bf16", "fp16")
     student_params = _unique_params(student)
     trained = [p for p in student_params.values() if p.requires_grad]
-    rows: list[tuple[str, int, str]] = []
-    for part in ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head"):
-        module = getattr(student, part, None)
-        if module is not None:
-            rows.append((f"student {part}", _nbytes(_unique_params(module), 4), "fp32 weights"))
+    rows = _weight_rows(student, "student")
     if shared_base:  # an EMA adapter on the student's own base (``shared_base.py``), the size of its LoRA
         rows.append(("EMA target (an adapter)", _nbytes(trained, 4), "fp32; the student's base, shared"))
         if not cfg.teacher_free:
@@ -160,6 +156,17 @@ def plan_distill(cfg: Any) -> MemoryPlan:
         f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}; architecture from {source}"
     )
     return MemoryPlan(rows, setting)
+
+
+def _weight_rows(net: nn.Module, who: str) -> list[tuple[str, int, str]]:
+    """``(who part, fp32 bytes)`` for each part of the network (fp32 master weights under mixed precision)."""
+    parts = ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head")
+    modules = [(part, getattr(net, part, None)) for part in parts]
+    return [
+        (f"{who} {part}", _nbytes(_unique_params(m), 4), "fp32 weights")
+        for part, m in modules
+        if m is not None
+    ]
 
 
 def _training_rows(
@@ -214,11 +221,7 @@ def plan_teacher(cfg: Any) -> MemoryPlan:
         enable_checkpointing(net)
     net.train()
     trained = [p for p in _unique_params(net).values() if p.requires_grad]
-    rows: list[tuple[str, int, str]] = []
-    for part in ("unet", "reference_unet", "image_encoder", "pose_guider", "face_projector", "aux_head"):
-        module = getattr(net, part, None)
-        if module is not None:
-            rows.append((f"teacher {part}", _nbytes(_unique_params(module), 4), "fp32 weights"))
+    rows = _weight_rows(net, "teacher")
     rows.append(("VAE", _vae_bytes(cfg.init), "fp32 weights"))
     rows += _training_rows(net, trained, cfg, 1)
     size = SIZES[cfg.preset]

@@ -498,14 +498,14 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool 
     return out
 
 
-LORA_BASE = "_lora_base"  # load_student_start -> save_student (never written to a folder)
-
-
 def load_student_start(
     cfg: Any, teacher: nn.Module, device: torch.device, *, in_place: bool = False
-) -> tuple[nn.Module, dict]:
+) -> tuple[nn.Module, dict, Path | None]:
     """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA.
-    ``in_place``: built on the teacher network itself (a shared base, which needs no separate teacher)."""
+    ``in_place``: built on the teacher network itself (a shared base, which needs no separate teacher).
+
+    Returns the student, ``--init``'s meta, and the folder holding the student's base weights (what a
+    LoRA-only result is saved against; None where no folder does)."""
     from animlcm.models.io import load_model_folder
     from animlcm.models.lora import add_lora, has_lora, merge_lora
 
@@ -527,15 +527,21 @@ def load_student_start(
         # No folder holds that base, so the result is saved with full weights.
         merge_lora(student)
         lora_base = None
-    init_meta[LORA_BASE] = lora_base
     if cfg.lora_rank and not has_lora(student):
         add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers, targets=cfg.lora_targets or "all")
     student.train()
-    return student, init_meta
+    return student, init_meta, lora_base
 
 
 def save_student(
-    student: nn.Module, vae: Any, folder: Path, cfg: Any, teacher_path: Path, init_meta: dict, steps: int
+    student: nn.Module,
+    vae: Any,
+    folder: Path,
+    cfg: Any,
+    teacher_path: Path,
+    init_meta: dict,
+    steps: int,
+    lora_base: Path | None = None,
 ) -> Path:
     """The result folder the renderer loads: LoRA-only when nothing but the LoRA (and small heads) trained,
     else the full weights with any LoRA merged in."""
@@ -567,9 +573,9 @@ def save_student(
     # paths relative to the student folder (+ absolute fallbacks): a moved run folder still loads
     links = {"teacher": teacher_path, "spatial_run": cfg.init}
     # LoRA-only when nothing else trained and a folder holds the base the adapter applies to
-    lora_only = has_lora(student) and cfg.train_modules == "lora" and init_meta.get(LORA_BASE) is not None
+    lora_only = has_lora(student) and cfg.train_modules == "lora" and lora_base is not None
     if lora_only:
-        links["base_teacher"] = init_meta[LORA_BASE]
+        links["base_teacher"] = lora_base
     elif has_lora(student):
         merge_lora(student)
     student.eval()
@@ -619,7 +625,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     # a shared base known from the settings alone: the student is built on the teacher network itself, so
     # not even the host holds two fp32 copies (19 GB at sd15)
     in_place = cfg.init is None and shares_base_up_front(cfg, teacher)
-    student, init_meta = load_student_start(cfg, teacher, torch.device("cpu"), in_place=in_place)
+    student, init_meta, lora_base = load_student_start(cfg, teacher, torch.device("cpu"), in_place=in_place)
     _trainable(student, cfg)
     if cfg.gradient_checkpointing:
         from animlcm.models.checkpointing import enable_checkpointing
@@ -678,7 +684,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         return distill_step(batch, model, models, cfg, generator)
 
     def finish(trained: nn.Module, steps: int) -> Path:
-        return save_student(trained, vae, out / "student", cfg, cfg.teacher, init_meta, steps)
+        return save_student(trained, vae, out / "student", cfg, cfg.teacher, init_meta, steps, lora_base)
 
     job = TrainJob(
         out=out, student=student, step_fn=step_fn, dataset=dataset, finish=finish, target=target,
