@@ -91,7 +91,9 @@ def check_output(path: Path, flag: str, *, folder: bool, suffix: str | None = No
             raise AnimlcmError(f"{flag} {path}: is a file, not a folder; choose a folder path for {flag}")
         if not folder and path.is_dir():
             raise AnimlcmError(f"{flag} {path}: is a folder; give a file path ending in {suffix or '.mp4'}")
-    base = _nearest_existing(path.parent if not path.exists() else path)
+    # where the write happens: an existing output folder itself, else the nearest folder above the path (an
+    # existing output file is replaced from its folder)
+    base = _nearest_existing(path if folder and path.is_dir() else path.parent)
     if not base.is_dir():
         raise AnimlcmError(
             f"{flag} {path}: cannot be created because {base} is a file, not a folder; choose another {flag}"
