@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt diffusers transformers peft accelerate safetensors h5py typer rich \
 	    tqdm av decord opencv-python-headless smplx torchmetrics onnxruntime protobuf absl-py attrs \
-	    flatbuffers matplotlib pyyaml pytest ruff gradio gradio_client playwright
+	    flatbuffers matplotlib pyyaml pytest ruff gradio gradio_client playwright deepspeed
 	# mediapipe's and rtmlib's declared extras (jax, opencv-contrib, sounddevice) are not needed
 	$(PIP) install -q --no-deps -c constraints.txt mediapipe rtmlib
 	$(PIP) install -q --no-deps -e .

@@ -216,3 +216,26 @@ def test_train_teacher_plans_its_own_run(tmp_path):
                                    "--gpu-memory", "80"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "train-teacher / spatial" in res.output and "fits in 80 GB" in res.output and not out.exists()
+
+
+def test_a_zero2_plan_shares_gradients_and_optimizer_states_and_adds_the_buckets():
+    """One process of a ZeRO-2 run over N holds 1/N of the gradients and AdamW moments, plus the engine's two
+    buckets of the size the run configures (``zero.configure``), capped at the trained size."""
+    from types import SimpleNamespace
+
+    from animlcm.stages.distill import zero
+
+    cfg = DistillConfig(method="lcm", preset="tiny", batch_size=1, stage="spatial")
+    whole, shared = plan_distill(cfg), plan_distill(cfg, zero_processes=4)
+    for row in ("gradients", "optimizer states"):
+        assert _row(shared, row) == _row(whole, row) // 4
+    trained = _row(whole, "gradients") // 4  # fp32 gradients: the trained count
+    assert _row(shared, "ZeRO-2 buckets") == 2 * min(trained, zero.BUCKET_ELEMENTS) * 4
+    assert _row(shared, "activations") == _row(whole, "activations")
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config={})), num_processes=1
+    )
+    settings = SimpleNamespace(batch_size=1, grad_accum=1, grad_clip=1.0, mixed_precision="no")
+    zero.configure(accelerator, settings)
+    buckets = accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]
+    assert buckets["reduce_bucket_size"] == buckets["allgather_bucket_size"] == zero.BUCKET_ELEMENTS

@@ -4,6 +4,7 @@ holds the mean loss over processes, and a stopped run resumes bit-exactly."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -18,11 +19,20 @@ from animlcm.errors import AnimlcmError
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
+ZERO_CONFIG = DDP_CONFIG.with_name("zero2.yaml")
+ZERO_ENV = {"DS_ACCELERATOR": "cpu"}  # DeepSpeed's CPU accelerator (it looks for CUDA otherwise)
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 
-def _launch(out: Path, steps: int, mode: str, processes: int = 2) -> subprocess.CompletedProcess:
+def _launch(
+    out: Path, steps: int, mode: str, processes: int = 2, zero: bool = False
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    if processes == 1:
+    if zero:  # DeepSpeed ZeRO-2 through the repo's config, one process on DeepSpeed's CPU accelerator
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO_CONFIG),
+               "--num_processes", "1", str(WORKER), str(out), str(steps), mode]  # fmt: skip
+        env.update(ZERO_ENV)
+    elif processes == 1:
         cmd = [sys.executable, str(WORKER), str(out), str(steps), mode]
     else:
         # the repo's own DDP config, as the README's recipe launches it
@@ -146,34 +156,37 @@ def test_the_fp16_grad_scaler_is_checkpointed(tmp_path):
     assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 2048.0
 
 
-def test_sharded_launchers_are_refused_in_one_line():
+def test_fsdp_is_refused_in_one_line_and_deepspeed_goes_through():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     from animlcm.stages.distill.trainer import check_distributed_type
 
-    check_distributed_type(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU))
-    check_distributed_type(SimpleNamespace(distributed_type=DistributedType.NO))
-    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(AnimlcmError, match="not supported yet") as err:
-            check_distributed_type(SimpleNamespace(distributed_type=kind))
-        assert "configs/accelerate/ddp.yaml" in str(err.value) and "\n" not in str(err.value)
+    for kind in (DistributedType.MULTI_GPU, DistributedType.NO, DistributedType.DEEPSPEED):
+        check_distributed_type(SimpleNamespace(distributed_type=kind))
+    with pytest.raises(AnimlcmError, match="not supported yet") as err:
+        check_distributed_type(SimpleNamespace(distributed_type=DistributedType.FSDP))
+    assert "configs/accelerate/zero2.yaml" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_real_runs_on_two_processes(tmp_path):
     """The real commands through the repo's DDP config, 2 gloo processes: a LoRA distillation on a shared base
     (no unused-parameter search: every trained weight gets a gradient), then the teacher training that trains
-    the reference net (with the search). Both finish, log every step once and write their result."""
+    the reference net (with the search). Both finish, log every step once and write their result. Then a full
+    fine-tuning distillation through the ZeRO-2 config (DeepSpeed's CPU accelerator, one process: accelerate
+    runs DeepSpeed across processes only on GPUs)."""
     from animlcm.models.io import is_lora_folder, load_model_folder
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
-    def animlcm(*args: str, launch: bool = False) -> None:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
-                    "--num_processes", "2"]  # fmt: skip
-        head = [*launcher, "-m", "animlcm"] if launch else [sys.executable, "-m", "animlcm"]
-        done = subprocess.run([*head, *args], capture_output=True, text=True, env=env, timeout=300)
+    def animlcm(*args: str, launch: bool = False, zero: bool = False) -> None:
+        config, processes = (ZERO_CONFIG, "1") if zero else (DDP_CONFIG, "2")
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                    "--num_processes", processes]  # fmt: skip
+        head = [*launcher, "-m", "animlcm"] if launch or zero else [sys.executable, "-m", "animlcm"]
+        run_env = {**env, **ZERO_ENV} if zero else env
+        done = subprocess.run([*head, *args], capture_output=True, text=True, env=run_env, timeout=300)
         assert done.returncode == 0, (args[0], done.stderr[-3000:])
 
     w = tmp_path
@@ -186,8 +199,81 @@ def test_real_runs_on_two_processes(tmp_path):
     animlcm("distill", "--teacher", str(w / "t"), "--method", "animatelcm", "--out", str(w / "d"), *common,
             launch=True)  # fmt: skip
     animlcm("train-teacher", "--init", str(w / "t"), "--out", str(w / "tt"), *common, launch=True)
+    if HAS_DEEPSPEED:  # (the Makefile installs it: absent only in a hand-made environment)
+        animlcm("distill", "--teacher", str(w / "t"), "--method", "lcm", "--out", str(w / "z"), *common,
+                zero=True)  # fmt: skip
+        assert (w / "z" / "checkpoints" / "step-0000002" / "zero").is_dir()
+        assert load_model_folder(w / "z" / "student").kind == "student"
     for run in (w / "d", w / "tt"):
         log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == [1, 2]
     assert is_lora_folder(w / "d" / "student") and load_model_folder(w / "d" / "student").kind == "student"
     assert load_model_folder(w / "tt" / "teacher").kind == "teacher"
+
+
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (make install installs it)")
+def test_zero2_checkpoints_shards_resumes_bit_exactly_and_falls_back(tmp_path):
+    """Through configs/accelerate/zero2.yaml: the optimizer state is written by the engine (``zero/``, no
+    ``optimizer.pt``), a run stopped and resumed holds the straight run's weights bit for bit, and a cut shard
+    in the newest checkpoint is reported and the one before it used. The losses are those of the plain loop
+    (ZeRO trains the same problem; its flattened buffers change the last bits)."""
+    straight = tmp_path / "straight"
+    done = _launch(straight, 4, "fresh", zero=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = straight / "checkpoints" / "step-0000004"
+    assert (ckpt / "zero" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").is_file()
+    assert not (ckpt / "optimizer.pt").exists()
+    want = _records(straight, 0)
+    plain = tmp_path / "plain"
+    assert _launch(plain, 4, "fresh", processes=1).returncode == 0
+    assert [r["loss"] for r in want] == pytest.approx([r["loss"] for r in _records(plain, 0)], rel=1e-5)
+    assert len({r["weights"] for r in want}) == 4
+
+    stopped = tmp_path / "stopped"
+    assert _launch(stopped, 2, "fresh", zero=True).returncode == 0
+    resumed = _launch(stopped, 4, "resume", zero=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["weights"] for r in _records(stopped, 0)] == [r["weights"] for r in want]
+
+    # the newest checkpoint's shard cut short: step 3's is used, and step 4 trained again to the same weights
+    shard = stopped / "checkpoints" / "step-0000004" / "zero" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    again = _launch(stopped, 4, "resume", zero=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trying the checkpoint before it" in again.stdout
+    assert _records(stopped, 0)[-1]["weights"] == want[-1]["weights"]
+
+
+def _ds_accelerator(stage: int, processes: int = 1):
+    from types import SimpleNamespace
+
+    config = {"zero_optimization": {"stage": stage}, "gradient_clipping": "auto"}
+    plugin = SimpleNamespace(deepspeed_config=config)
+    return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), num_processes=processes)
+
+
+def test_zero_config_comes_from_the_run_settings_and_bad_setups_are_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from animlcm.stages.distill import zero
+
+    cfg = SimpleNamespace(batch_size=2, grad_accum=3, grad_clip=0.5, mixed_precision="bf16")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    accelerator = _ds_accelerator(stage=2, processes=4)
+    zero.configure(accelerator, cfg)
+    conf = accelerator.state.deepspeed_plugin.deepspeed_config
+    assert conf["train_micro_batch_size_per_gpu"] == 2 and conf["gradient_accumulation_steps"] == 3
+    assert conf["train_batch_size"] == 2 * 3 * 4 and conf["gradient_clipping"] == 0.5
+    assert conf["bf16"] == {"enabled": False}  # fp32 weights; bf16 is the loop's autocast
+    zero.configure(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), cfg)  # DDP: nothing to do
+
+    refusals = [
+        (_ds_accelerator(stage=3, processes=4), cfg, "ZeRO-3: not supported"),
+        (_ds_accelerator(stage=2, processes=4), SimpleNamespace(**{**vars(cfg), "mixed_precision": "fp16"}),
+         "use --mixed-precision bf16"),
+        (_ds_accelerator(stage=2, processes=1), cfg, "4 processes launched but accelerate sees 1"),
+    ]  # fmt: skip
+    for acc, settings, message in refusals:
+        with pytest.raises(AnimlcmError, match=message) as err:
+            zero.configure(acc, settings)
+        assert "\n" not in str(err.value)

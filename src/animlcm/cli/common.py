@@ -45,6 +45,14 @@ DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", help="Print the run's memory plan (meta device, no weights read) and stop."),
 ]
+ZeroProcessesOpt = Annotated[
+    OptInt,
+    typer.Option(
+        "--zero-processes", min=1,
+        help="With --dry-run: plan one process of a DeepSpeed ZeRO-2 run over N processes "
+        "(configs/accelerate/zero2.yaml).",
+    ),
+]  # fmt: skip
 GpuMemoryOpt = Annotated[
     OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
 ]

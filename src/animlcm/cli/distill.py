@@ -31,6 +31,7 @@ from animlcm.cli.common import (
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
+    ZeroProcessesOpt,
 )
 from animlcm.errors import AnimlcmError
 
@@ -219,6 +220,7 @@ def register(app: typer.Typer) -> None:
         progress: ProgressOpt = True,
         dry_run: DryRunOpt = False,
         gpu_memory: GpuMemoryOpt = None,
+        zero_processes: ZeroProcessesOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -252,7 +254,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from animlcm.stages.distill.memory import plan_distill, print_plan
 
-            print_plan(plan_distill(cfg), gpu_memory)
+            print_plan(plan_distill(cfg, zero_processes), gpu_memory)
             return
         result = run(cfg)
         loop_summary(

@@ -29,6 +29,7 @@ from animlcm.cli.common import (
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
+    ZeroProcessesOpt,
 )
 
 
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
         progress: ProgressOpt = True,
         dry_run: DryRunOpt = False,
         gpu_memory: GpuMemoryOpt = None,
+        zero_processes: ZeroProcessesOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -88,7 +90,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from animlcm.stages.distill.memory import plan_teacher, print_plan
 
-            print_plan(plan_teacher(cfg), gpu_memory)
+            print_plan(plan_teacher(cfg, zero_processes), gpu_memory)
             return
         result = run(cfg)
         loop_summary(f"train-teacher / {cfg.stage}", result, {"run": str(result.out)})

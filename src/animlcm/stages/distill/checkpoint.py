@@ -4,7 +4,8 @@
   ``student.safetensors``  the trainable parameters of the online network (the frozen ones are rebuilt
                            from the teacher / ``--init`` exactly as the run started),
   ``target.safetensors``   the EMA target's followed parameters (absent for teacher training),
-  ``optimizer.pt``         the optimizer state (tensors and numbers only: loads with ``weights_only=True``),
+  ``optimizer.pt``         the optimizer state (tensors and numbers only: loads with ``weights_only=True``);
+                           under DeepSpeed ZeRO ``zero/`` instead (each process's shard, by the engine),
   ``scaler.pt``            the fp16 GradScaler's state (loss scale, growth tracker), where the run has one,
   ``rng.pt``               torch CPU and CUDA generator states,
   ``state.json``           step, data position, seed.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,14 @@ from torch import nn
 
 from animlcm.errors import AnimlcmError
 from animlcm.safeload import load_json, load_safetensors, load_torch_state
+from animlcm.stages.distill import zero
 
 PREFIX = "step-"
 SCALER_FILE = "scaler.pt"
+
+
+class ProcessCountError(AnimlcmError):
+    """A checkpoint written by another number of processes: no older one of the run would fit either."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,13 @@ def _named(module: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 def _write_files(
     tmp: Path, state: TrainState, student: nn.Module, train_names: list[str],
     optimizer: torch.optim.Optimizer, target: nn.Module | None, target_names: list[str] | None,
-    extra: dict | None, scaler: Any,
+    extra: dict | None, scaler: Any, sharded: bool,
 ) -> None:  # fmt: skip
     save_file(_named(student, train_names), str(tmp / "student.safetensors"))
     if target is not None:
         save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if not sharded:  # (a ZeRO engine's shards are in zero/, written by every process)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scaler is not None:  # fp16's loss scale: without it a resumed run restarts at 2**16 and skips steps
         torch.save(scaler.state_dict(), tmp / SCALER_FILE)
     rng = {"torch": torch.get_rng_state()}
@@ -97,23 +105,41 @@ def save_checkpoint(
     keep: int = 2,
     extra: dict | None = None,
     scaler: Any = None,
+    engine: Any = None,
+    main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Write ``RUN/checkpoints/step-N`` atomically; keep the newest ``keep`` checkpoints (``scaler``: the fp16
-    ``GradScaler``, when there is one)."""
+    ``GradScaler``, when there is one).
+
+    Called by every process: ``main`` writes the files, and a DeepSpeed ``engine`` has every process write its
+    optimizer shard into the same folder in between (``barrier`` waits for all of them)."""
     final = checkpoint_dir(run, state.step)
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        _write_files(tmp, state, student, train_names, optimizer, target, target_names, extra, scaler)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        if engine is not None:
+            zero.save(engine, tmp)
+        if main:
+            _write_files(
+                tmp, state, student, train_names, optimizer, target, target_names, extra, scaler,
+                sharded=engine is not None,
+            )  # fmt: skip
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
         raise
-    if final.exists():  # re-saving the same step (a resumed run's first save): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    barrier()  # every shard is on disk before the folder becomes a checkpoint
+    if main:
+        if final.exists():  # re-saving the same step (a resumed run's first save): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
     return final
 
 
@@ -157,8 +183,11 @@ def load_checkpoint(
     target: nn.Module | None = None,
     target_names: list[str] | None = None,
     scaler: Any = None,
+    engine: Any = None,
+    processes: int | None = None,
 ) -> TrainState:
-    """Restore everything ``save_checkpoint`` wrote (strict about parameter names)."""
+    """Restore everything ``save_checkpoint`` wrote (strict about parameter names); with a DeepSpeed
+    ``engine`` (every process calls it), the optimizer from this process's shard in ``zero/``."""
     folder = Path(folder)
     fix = _fix(folder)
     if not (folder / "state.json").exists():
@@ -173,7 +202,13 @@ def load_checkpoint(
         )
     except (KeyError, TypeError, ValueError):
         raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
-    opt_state = load_torch_state(folder / "optimizer.pt", fix)
+    if processes is not None and saved.processes != processes:
+        # each process reads its own share of the sample stream: another count would re-read samples
+        raise ProcessCountError(
+            f"{folder}: written by {saved.processes} process(es), resumed with {processes}; resume with "
+            f"`accelerate launch --num_processes {saved.processes}` (each reads its own samples)"
+        )
+    opt_state = load_torch_state(folder / "optimizer.pt", fix) if engine is None else None
     rng = load_torch_state(folder / "rng.pt", fix)
     scaler_state = load_torch_state(folder / SCALER_FILE, fix) if (folder / SCALER_FILE).exists() else None
     student_path, target_path = folder / "student.safetensors", folder / "target.safetensors"
@@ -182,10 +217,15 @@ def load_checkpoint(
     _load_into(student, student_path, student_t)
     if target is not None and target_t is not None:
         _load_into(target, target_path, target_t)
-    try:
-        optimizer.load_state_dict(opt_state)
-    except (ValueError, KeyError, TypeError, RuntimeError):
-        raise AnimlcmError(f"{folder / 'optimizer.pt'}: does not fit this run's optimizer; {fix}") from None
+    if engine is not None:  # weights and optimizer shards, read and restored by the engine
+        zero.load(engine, folder, fix)
+    else:
+        try:
+            optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            raise AnimlcmError(
+                f"{folder / 'optimizer.pt'}: does not fit this run's optimizer; {fix}"
+            ) from None
     if scaler is not None and scaler_state is not None:
         try:
             scaler.load_state_dict(scaler_state)

@@ -90,13 +90,14 @@ def saved_activation_bytes(
     return sum(storages.values())
 
 
-def plan_distill(cfg: Any) -> MemoryPlan:
+def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     """The memory plan of the distillation run ``cfg`` (a resolved ``DistillConfig``) on one GPU process.
 
     The teacher's architecture comes from its folder's ``animlcm.json`` (no weights read) or, without
     ``--teacher``, from the preset. Counted as the run holds them on a GPU: the student and target in fp32
     (mixed precision keeps fp32 master weights), the teacher in bf16/fp16 under mixed precision, AdamW's two
-    fp32 moments per trained parameter (two bytes with ``--adam-8bit``), gradients in fp32."""
+    fp32 moments per trained parameter (two bytes with ``--adam-8bit``), gradients in fp32.
+    ``zero_processes``: one process of a DeepSpeed ZeRO-2 run over that many (``_training_rows``)."""
     from accelerate import init_empty_weights
 
     from animlcm.config import SIZES
@@ -146,7 +147,7 @@ def plan_distill(cfg: Any) -> MemoryPlan:
     if needs_faces(student, None if cfg.teacher_free else teacher):
         rows.append(("VAE (face crops)", _vae_bytes(cfg.teacher), "fp32 weights"))
     refs = 1 + bool(cfg.needs_second_reference) + bool(cfg.needs_other_reference)
-    rows += _training_rows(student, trained, cfg, refs)
+    rows += _training_rows(student, trained, cfg, refs, zero_processes)
     size = SIZES[cfg.preset]
     frames = cfg.frames_per_sample
     setting = (
@@ -170,15 +171,25 @@ def _weight_rows(net: nn.Module, who: str) -> list[tuple[str, int, str]]:
 
 
 def _training_rows(
-    net: nn.Module, trained: list[nn.Parameter], cfg: Any, refs: int
+    net: nn.Module, trained: list[nn.Parameter], cfg: Any, refs: int, zero_processes: int | None = None
 ) -> list[tuple[str, int, str]]:
-    """Gradients, optimizer states and the activations of ``net``'s forward, as a training run holds them."""
+    """Gradients, optimizer states and the activations of ``net``'s forward, as a training run holds them.
+
+    Under DeepSpeed ZeRO-2 over ``zero_processes`` processes each holds its share of the gradients and
+    optimizer states, plus the engine's reduce and all-gather buckets (``zero.BUCKET_ELEMENTS`` fp32 values
+    each, or the trained size where smaller)."""
     from animlcm.config import SIZES
+    from animlcm.stages.distill.zero import BUCKET_ELEMENTS
 
     half = cfg.mixed_precision in ("bf16", "fp16")
-    rows = [("gradients", _nbytes(trained, 4), f"fp32, {sum(p.numel() for p in trained):,} trained")]
-    rows.append(("optimizer states", _nbytes(trained, 2 if cfg.adam_8bit else 8),
-                 "8-bit AdamW" if cfg.adam_8bit else "AdamW: 2 fp32 moments"))  # fmt: skip
+    count = sum(p.numel() for p in trained)
+    share, of = (zero_processes, f"; ZeRO-2: 1/{zero_processes} of it") if zero_processes else (1, "")
+    rows = [("gradients", _nbytes(trained, 4) // share, f"fp32, {count:,} trained{of}")]
+    rows.append(("optimizer states", _nbytes(trained, 2 if cfg.adam_8bit else 8) // share,
+                 f"{'8-bit AdamW' if cfg.adam_8bit else 'AdamW: 2 fp32 moments'}{of}"))  # fmt: skip
+    if zero_processes:
+        bucket = min(count, BUCKET_ELEMENTS) * 4
+        rows.append(("ZeRO-2 buckets", 2 * bucket, "reduce + all-gather, fp32"))
     size = SIZES[cfg.preset]
     frames = cfg.frames_per_sample
     saved = saved_activation_bytes(
@@ -192,7 +203,7 @@ def _training_rows(
     return rows
 
 
-def plan_teacher(cfg: Any) -> MemoryPlan:
+def plan_teacher(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     """The memory plan of the teacher-training run ``cfg`` (a ``TeacherTrainConfig``) on one GPU process:
     the network in fp32 (the parts its stage trains: ``teacher_trainable``), the VAE, gradients, optimizer
     states and activations, counted as for distillation."""
@@ -223,7 +234,7 @@ def plan_teacher(cfg: Any) -> MemoryPlan:
     trained = [p for p in _unique_params(net).values() if p.requires_grad]
     rows = _weight_rows(net, "teacher")
     rows.append(("VAE", _vae_bytes(cfg.init), "fp32 weights"))
-    rows += _training_rows(net, trained, cfg, 1)
+    rows += _training_rows(net, trained, cfg, 1, zero_processes)
     size = SIZES[cfg.preset]
     setting = (
         f"train-teacher / {cfg.stage} at {cfg.preset} ({size.height}x{size.width}, {cfg.frames_per_sample} "

@@ -29,7 +29,9 @@ from torch import nn
 
 from animlcm.config import save_config, to_plain
 from animlcm.errors import AnimlcmError
+from animlcm.stages.distill import zero
 from animlcm.stages.distill.checkpoint import (
+    ProcessCountError,
     TrainState,
     latest_checkpoint,
     list_checkpoints,
@@ -68,17 +70,21 @@ class TrainResult:
 
 
 def make_accelerator(cfg: Any):
-    """The accelerate ``Accelerator`` (CPU when there is no CUDA; multi-GPU when launched so)."""
+    """The accelerate ``Accelerator`` (CPU when there is no CUDA; multi-GPU when launched so; DeepSpeed ZeRO
+    configured from the run's settings when launched with a DeepSpeed config)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
-        cpu=not torch.cuda.is_available(),
+        # (accelerate skips DeepSpeed when told cpu=True; DeepSpeed has a CPU accelerator of its own)
+        cpu=not torch.cuda.is_available() and not zero.requested(),
         # find_unused_parameters is set per run before prepare() (may_leave_unused)
         kwargs_handlers=[DistributedDataParallelKwargs()],
     )
+    zero.configure(accelerator, cfg)
+    return accelerator
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -268,15 +274,15 @@ def may_leave_unused(net: nn.Module) -> bool:
 
 
 def check_distributed_type(accelerator: Any) -> None:
-    """DDP (or one process) only: FSDP and DeepSpeed ZeRO shard weights, gradients or optimizer states, which
-    this loop's checkpoints (one process writes the whole optimizer state), EMA update and step (the
-    conditioning and target read unwrapped weights) do not handle yet: refused in one line, not run
+    """DDP, DeepSpeed ZeRO-1/2 (``zero.configure`` refuses ZeRO-3) or one process. FSDP shards the weights,
+    which the EMA update, a shared base's teacher view and the result read whole: refused in one line, not run
     wrongly."""
     kind = str(getattr(accelerator, "distributed_type", "NO")).split(".")[-1]
-    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+    if kind in ("FSDP", "MEGATRON_LM"):
         raise AnimlcmError(
-            f"accelerate {kind}: not supported yet (checkpoints and the EMA target need unsharded weights); "
-            "launch with DDP instead: accelerate launch --config_file configs/accelerate/ddp.yaml"
+            f"accelerate {kind}: not supported yet (it shards the weights, which the EMA target and the "
+            f"teacher read whole); shard optimizer states and gradients with DeepSpeed ZeRO-2 instead: "
+            f"accelerate launch --config_file {zero.RECIPE}"
         )
 
 
@@ -293,11 +299,12 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     if accelerator.ddp_handler is not None:  # read by prepare(): DDP searches the graph only where needed
         accelerator.ddp_handler.find_unused_parameters = may_leave_unused(unwrapped)
     model, optimizer = accelerator.prepare(unwrapped, optimizer)
+    engine = zero.engine_of(model)  # DeepSpeed: optimizer shards are checkpointed by every process
 
     # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
     state = TrainState(step=0, data_position=0)
     if cfg.resume:
-        state = resume_state(job, unwrapped, train_names, optimizer, accelerator)
+        state = resume_state(job, unwrapped, train_names, optimizer, accelerator, engine)
     main = accelerator.is_main_process
     if state.step >= cfg.max_steps:
         result = job.finish(unwrapped, state.step) if main else job.out
@@ -332,7 +339,7 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
                 batch = to_device(next(batches), accelerator.device)
                 generator = step_generator(cfg.seed, step, micro, accelerator.process_index)
                 with accelerator.accumulate(model):
-                    with accelerator.autocast():
+                    with zero.autocast(accelerator, engine, cfg.mixed_precision):
                         loss, parts = job.step_fn(batch, model, generator)
                     # the terms first, so the guard names the term that went bad, not just the total
                     values = check_finite({**parts, "loss": loss}, step + 1, job.out)
@@ -373,20 +380,21 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
                 out_of_time = bool(accelerator.reduce(late, reduction="max").item())
             # 4. checkpoint every N steps and at the end (so a later --max-steps can continue the run)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or out_of_time:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(
-                        job.out,
-                        state,
-                        student=unwrapped,
-                        train_names=train_names,
-                        optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                        target=job.target,
-                        target_names=job.target_names,
-                        keep=cfg.keep_checkpoints,
-                        extra={"seed": cfg.seed, "processes": accelerator.num_processes},
-                        scaler=accelerator.scaler,
-                    )
+                save_checkpoint(
+                    job.out,
+                    state,
+                    student=unwrapped,
+                    train_names=train_names,
+                    optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                    target=job.target,
+                    target_names=job.target_names,
+                    keep=cfg.keep_checkpoints,
+                    extra={"seed": cfg.seed, "processes": accelerator.num_processes},
+                    scaler=accelerator.scaler,
+                    engine=engine,
+                    main=accelerator.is_main_process,
+                    barrier=accelerator.wait_for_everyone,
+                )
             if out_of_time:
                 break
     accelerator.wait_for_everyone()
@@ -406,17 +414,26 @@ def _mean_over_processes(terms: dict[str, float], accelerator: Any) -> dict[str,
     return dict(zip(keys, mean, strict=True))
 
 
+def _all_processes(flag: bool, accelerator: Any) -> bool:
+    """True where ``flag`` holds on every process (one collective; no-op alone)."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor(float(flag), device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="min").item() > 0)
+
+
 def resume_state(
-    job: TrainJob, student: nn.Module, train_names: list[str], optimizer: Any, accelerator: Any
-) -> TrainState:
+    job: TrainJob, student: nn.Module, train_names: list[str], optimizer: Any, accelerator: Any,
+    engine: Any = None,
+) -> TrainState:  # fmt: skip
     """Load the newest intact checkpoint of ``job.out`` into the student, target and optimizer.
 
     A checkpoint that does not read (a cut file, a full disk) is reported in one line and the one before it
     is tried; a run stopped before its first checkpoint starts from step 0, as the straight run did."""
     found = list_checkpoints(job.out)
-    say = print if accelerator.is_main_process else (lambda *a, **k: None)
+    say = (lambda m: print(m, flush=True)) if accelerator.is_main_process else (lambda m: None)
     if not found:
-        say(f"{job.out}: no checkpoint yet (stopped before the first); starting from step 0", flush=True)
+        say(f"{job.out}: no checkpoint yet (stopped before the first); starting from step 0")
         return TrainState(step=0, data_position=0)
     inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
     reasons = []
@@ -424,20 +441,19 @@ def resume_state(
         try:
             state = load_checkpoint(
                 ckpt, student=student, train_names=train_names, optimizer=inner, target=job.target,
-                target_names=job.target_names, scaler=accelerator.scaler,
+                target_names=job.target_names, scaler=accelerator.scaler, engine=engine,
+                processes=accelerator.num_processes,
             )  # fmt: skip
-        except AnimlcmError as error:  # one damaged file: the checkpoint before it may be whole
-            reasons.append(str(error))
-            say(f"{error}; trying the checkpoint before it" if ckpt != found[0] else str(error), flush=True)
-            continue
-        processes = state.processes
-        if processes != accelerator.num_processes:
-            # each process reads its own share of the sample stream: another count would re-read samples
-            raise AnimlcmError(
-                f"{ckpt}: written by {processes} process(es), resumed with {accelerator.num_processes}; "
-                f"resume with `accelerate launch --num_processes {processes}` (each reads its own samples)"
-            )
-        return state
+            error = None
+        except ProcessCountError:
+            raise
+        except AnimlcmError as damaged:  # one damaged file: the checkpoint before it may be whole
+            error = damaged
+        # every process continues from the same checkpoint: one whose shard does not read anywhere is dropped
+        if _all_processes(error is None, accelerator):
+            return state
+        reasons.append(str(error) if error is not None else f"{ckpt}: does not read on another process")
+        say(f"{reasons[-1]}; trying the checkpoint before it" if ckpt != found[0] else reasons[-1])
     older = f"; none of the {len(found) - 1} checkpoint(s) before it reads either" if len(found) > 1 else ""
     raise AnimlcmError(reasons[0] + older)
 
@@ -648,7 +664,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     if cfg.teacher_free:
         teacher = loaded.net = None  # no teacher call at all: free its memory
     elif not shared_base:  # (a shared base runs in the student's dtype, under autocast)
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
         teacher.to(device=device, dtype=half if device.type == "cuda" else None)
     vae = vae.to(device) if vae is not None else None
 
