@@ -35,8 +35,11 @@ def digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def main(out: str, max_steps: str, resume: str) -> None:
-    cfg = LoopCfg(max_steps=int(max_steps), resume=resume == "resume", weight_decay=0.0)
+def main(out: str, max_steps: str, resume: str, grad_accum: str = "1", precision: str = "no") -> None:
+    cfg = LoopCfg(
+        max_steps=int(max_steps), resume=resume == "resume", weight_decay=0.0, grad_accum=int(grad_accum),
+        mixed_precision=precision,
+    )  # fmt: skip
     run = Path(out)
     accelerator = make_accelerator(cfg)
     prepare_run_dir(run, cfg, frozenset({"max_steps", "resume"}), write=accelerator.is_main_process)

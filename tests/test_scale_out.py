@@ -25,15 +25,16 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 
 def _launch(
-    out: Path, steps: int, mode: str, processes: int = 2, zero: bool = False
+    out: Path, steps: int, mode: str, processes: int = 2, zero: bool = False, loop: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
+    """The worker on ``processes`` (DDP) or one ZeRO-2 process; ``loop``: its accumulation and precision."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     if zero:  # DeepSpeed ZeRO-2 through the repo's config, one process on DeepSpeed's CPU accelerator
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO_CONFIG),
-               "--num_processes", "1", str(WORKER), str(out), str(steps), mode]  # fmt: skip
+               "--num_processes", "1", str(WORKER), str(out), str(steps), mode, *loop]  # fmt: skip
         env.update(ZERO_ENV)
     elif processes == 1:
-        cmd = [sys.executable, str(WORKER), str(out), str(steps), mode]
+        cmd = [sys.executable, str(WORKER), str(out), str(steps), mode, *loop]
     else:
         # the repo's own DDP config, as the README's recipe launches it
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
@@ -242,6 +243,14 @@ def test_zero2_checkpoints_shards_resumes_bit_exactly_and_falls_back(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trying the checkpoint before it" in again.stdout
     assert _records(stopped, 0)[-1]["weights"] == want[-1]["weights"]
+
+    # accumulation over 2 micro-batches and bf16 (autocast over fp32 weights) train as the plain loop does
+    loop = ("2", "bf16")
+    runs = {name: tmp_path / f"{name}-accum-bf16" for name in ("zero", "plain")}
+    assert _launch(runs["zero"], 3, "fresh", zero=True, loop=loop).returncode == 0
+    assert _launch(runs["plain"], 3, "fresh", processes=1, loop=loop).returncode == 0
+    zero_losses, plain_losses = ([r["loss"] for r in _records(run, 0)] for run in runs.values())
+    assert zero_losses == pytest.approx(plain_losses, rel=1e-5) and len(set(zero_losses)) == 3
 
 
 def _ds_accelerator(stage: int, processes: int = 1):
