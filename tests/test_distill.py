@@ -330,6 +330,53 @@ def test_lora_distillation_shares_one_base_network_exactly(tiny_cache, tiny_teac
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_target_and_teacher_share_the_students_frozen_weights_exactly(
+    tiny_cache, tiny_teacher, tmp_path, monkeypatch
+):
+    """AnimateLCM's temporal stage trains the motion modules alone: the EMA target copies those (and the LoRA
+    its init strategy zeroes) and the teacher keeps only its own motion modules; every other weight is the
+    student's frozen tensor. The numbers are those of full copies, bit for bit."""
+    from safetensors.torch import load_file
+
+    from animlcm.models.teacher import TeacherInitConfig, init_teacher
+    from animlcm.stages.distill import ema, shared_base, trainer
+
+    teacher = init_teacher(TeacherInitConfig(out=tmp_path / "teacher", face_tokens=False))
+    kw = dict(method="animatelcm", stage="temporal", num_frames=2, lr=0.05, ema=0.5, max_steps=2)
+    seen = {}
+    real_share, real_make, real_train = shared_base.share_frozen_weights, ema.make_target, trainer.train
+
+    def share(t, s, **k):
+        seen["shared"] = real_share(t, s, **k)
+        seen["teacher"] = sum(p.numel() for p in t.parameters())
+        return seen["shared"]
+
+    def spy(job, cfg, **k):
+        own = {id(p) for p in job.student.parameters()}
+        seen["target copies"] = sum(p.numel() for p in job.target.parameters() if id(p) not in own)
+        seen["followed"] = sum(dict(job.target.named_parameters())[n].numel() for n in job.target_names)
+        return real_train(job, cfg, **k)
+
+    monkeypatch.setattr(shared_base, "share_frozen_weights", share)
+    monkeypatch.setattr(trainer, "train", spy)
+    lean = trainer.run(_cfg(tiny_cache, teacher, tmp_path / "lean", **kw))
+    assert seen["shared"] > seen["teacher"] / 2  # all but the motion modules
+    assert seen["target copies"] == seen["followed"]  # what the EMA follows, nothing else
+
+    # the same run with full copies of teacher and target
+    monkeypatch.setattr(shared_base, "share_frozen_weights", lambda *a, **k: 0)
+    monkeypatch.setattr(
+        ema, "make_target", lambda s, follows=None: real_make(s, [n for n, _ in s.named_parameters()])
+    )
+    copies = trainer.run(_cfg(tiny_cache, teacher, tmp_path / "copies", **kw))
+    assert seen["target copies"] > 2 * seen["followed"]
+    assert lean.last_terms == copies.last_terms
+    for name in ("student", "target"):
+        x = load_file(str(tmp_path / "lean" / "checkpoints" / "step-0000002" / f"{name}.safetensors"))
+        y = load_file(str(tmp_path / "copies" / "checkpoints" / "step-0000002" / f"{name}.safetensors"))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
+
+
 def test_distill_resume_is_bit_exact(tiny_cache, tiny_teacher, tmp_path):
     """The must-pass test: 6 steps straight == 3 steps + --resume + 3 steps (student and EMA target)."""
     from safetensors.torch import load_file

@@ -17,6 +17,7 @@ def _real_run(cfg):
     """The networks as trainer.run builds them, real (tiny), after one optimizer step."""
     from animlcm.models.presets import build_network
     from animlcm.stages.distill.ema import make_target
+    from animlcm.stages.distill.shared_base import share_frozen_weights
     from animlcm.stages.distill.trainer import _trainable, with_heads
 
     teacher = build_network("tiny", face_tokens=False)
@@ -24,6 +25,7 @@ def _real_run(cfg):
     _trainable(student, cfg)
     student.train()
     target = make_target(student)
+    share_frozen_weights(teacher, student)
     trained = [p for p in student.parameters() if p.requires_grad]
     for p in trained:
         p.grad = torch.ones_like(p)
@@ -41,7 +43,10 @@ def test_weights_gradients_optimizer_and_target_match_real_tensors():
     moments = [t for s in optimizer.state.values() for k, t in s.items() if k != "step"]
     assert _row(plan, "optimizer states") == sum(t.nbytes for t in moments)
     assert _row(plan, "EMA target") == sum(p.nbytes for p in target.parameters() if id(p) not in student_ids)
-    assert _row(plan, "teacher") == sum(p.nbytes for p in teacher.parameters())
+    # lcm's spatial stage: the teacher keeps its own spatial UNet, and uses the student's frozen rest
+    assert _row(plan, "teacher (its own copies)") == sum(
+        p.nbytes for p in teacher.parameters() if id(p) not in student_ids
+    )
     students = sum(b for what, b, _ in plan.rows if what.startswith("student "))
     assert students == sum(p.nbytes for p in student.parameters())
 
@@ -67,9 +72,12 @@ def test_what_each_mode_trains_shows_in_the_plan():
     full = plan_distill(DistillConfig(method="lcm", **base))
     lora = plan_distill(DistillConfig(method="animatelcm", **base))  # spatial stage: train_modules lora
     assert _row(lora, "gradients") < _row(full, "gradients") / 10
-    half = plan_distill(DistillConfig(method="lcm", mixed_precision="bf16", **base))
-    assert _row(half, "teacher") * 2 == _row(full, "teacher")
-    assert _row(half, "activations") * 2 == _row(full, "activations")
+    # the temporal stage trains most of the teacher's weights: it keeps a copy of its own, in bf16 if asked
+    temporal = dict(base, stage="temporal")
+    whole = plan_distill(DistillConfig(method="lcm", **temporal))
+    half = plan_distill(DistillConfig(method="lcm", mixed_precision="bf16", **temporal))
+    assert _row(half, "teacher") * 2 == _row(whole, "teacher") > 0
+    assert _row(half, "activations") * 2 == _row(whole, "activations")
     eight = plan_distill(DistillConfig(method="lcm", adam_8bit=True, **base))
     assert _row(eight, "optimizer states") * 4 == _row(full, "optimizer states")
 
@@ -80,9 +88,11 @@ def test_a_shared_base_plans_the_adapter_alone():
     base = dict(preset="tiny", batch_size=1, stage="spatial", method="animatelcm")
     shared = plan_distill(DistillConfig(**base))
     copies = plan_distill(DistillConfig(share_base=False, **base))
-    assert _row(shared, "teacher") == 0 and _row(copies, "teacher") > 0
+    assert _row(shared, "teacher") == 0
     assert _row(shared, "EMA target") == _row(shared, "gradients")  # fp32, one per trained LoRA weight
-    assert _row(copies, "EMA target") > 10 * _row(shared, "EMA target")
+    # separate networks (--no-share-base) hold no more: they share every frozen weight with the student
+    assert _row(copies, "teacher (its own copies)") == 0
+    assert _row(copies, "EMA target") == _row(shared, "EMA target")
     # the real thing: the EMA adapter's tensors on a real tiny student, as trainer.run builds it
     from animlcm.models.lora import add_lora
     from animlcm.models.presets import build_network
@@ -239,3 +249,35 @@ def test_a_zero2_plan_shares_gradients_and_optimizer_states_and_adds_the_buckets
     zero.configure(accelerator, settings)
     buckets = accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]
     assert buckets["reduce_bucket_size"] == buckets["allgather_bucket_size"] == zero.BUCKET_ELEMENTS
+
+
+def test_the_plan_counts_only_the_copies_target_and_teacher_own():
+    """AnimateLCM's temporal stage (motion modules trained): the planned target and teacher rows are the
+    bytes of the tensors a real tiny build gives them of their own, the rest being the student's."""
+    from animlcm.models.lora import add_lora
+    from animlcm.models.presets import build_network
+    from animlcm.stages.distill.ema import ema_names, make_target
+    from animlcm.stages.distill.shared_base import share_frozen_weights
+    from animlcm.stages.distill.trainer import _trainable, with_heads
+
+    cfg = DistillConfig(
+        method="animatelcm", stage="temporal", preset="tiny", batch_size=1
+    ).with_method_defaults()
+    assert cfg.train_modules == "motion" and cfg.lora_init_strategy
+    plan = plan_distill(cfg)
+    teacher = build_network("tiny", face_tokens=False)
+    student = with_heads(teacher, False, False)
+    add_lora(student, rank=cfg.lora_rank, layers=cfg.lora_layers)
+    _trainable(student, cfg)
+    lora = [n for n, _ in student.named_parameters() if "lora_" in n]
+    target = make_target(student, ema_names(student, extra=lora))
+    assert share_frozen_weights(teacher, student) > 0
+    mine = {id(p) for p in student.parameters()}
+
+    def own(net):
+        return sum(p.nbytes for p in net.parameters() if id(p) not in mine)
+
+    assert _row(plan, "EMA target") == own(target) > 0
+    assert _row(plan, "teacher (its own copies)") == own(teacher) > 0
+    motion = sum(p.nbytes for n, p in teacher.named_parameters() if "motion_modules" in n)
+    assert own(teacher) == motion  # the teacher keeps its motion modules, which the student trains

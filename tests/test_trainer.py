@@ -175,16 +175,25 @@ def test_step_generator_depends_on_every_key():
     assert torch.randn(3, generator=step_generator(0, 0, 0, 0)).tolist() == draws[(0, 0, 0, 0)]
 
 
-def test_ema_update_and_shared_encoders():
+def test_ema_update_and_frozen_weights_shared():
+    """The target copies what the EMA follows and shares every frozen tensor with the student."""
+
     class WithEncoders(nn.Module):
         def __init__(self):
             super().__init__()
             self.unet = nn.Linear(2, 2)
             self.reference_unet = nn.Linear(2, 2).requires_grad_(False)
+            self.unet.weight.requires_grad_(False)  # frozen inside a trained module: shared too
+            self.register_buffer("table", torch.arange(3.0))
 
     s = WithEncoders()
     t = make_target(s)
-    assert t.reference_unet is s.reference_unet and t.unet is not s.unet
+    assert t.reference_unet.weight is s.reference_unet.weight and t.table is s.table
+    assert t.unet.weight is s.unet.weight and t.unet.bias is not s.unet.bias
+    assert not t.unet.bias.requires_grad and s.unet.bias.requires_grad
+    s.unet.weight.requires_grad_(True)
+    t = make_target(s)
+    assert t.unet.weight is not s.unet.weight
     names = ema_names(s)
     assert names == ["unet.weight", "unet.bias"]
     before = t.unet.weight.clone()

@@ -105,8 +105,8 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     from animlcm.models.lora import add_lora
     from animlcm.models.network import NetworkConfig
     from animlcm.models.presets import empty_network, network_config
-    from animlcm.stages.distill.ema import make_target
-    from animlcm.stages.distill.shared_base import shares_base
+    from animlcm.stages.distill.ema import ema_names, make_target
+    from animlcm.stages.distill.shared_base import share_frozen_weights, shares_base
     from animlcm.stages.distill.step import needs_faces
     from animlcm.stages.distill.trainer import _trainable, with_heads
 
@@ -138,10 +138,17 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
         if not cfg.teacher_free:
             rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
     else:
-        target = make_target(student)
+        lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
+        target = make_target(student, ema_names(student, extra=lora_names if cfg.lora_init_strategy else ()))
         target_only = {k: p for k, p in _unique_params(target).items() if k not in student_params}
-        rows.append(("EMA target (its own copies)", _nbytes(target_only, 4), "fp32; frozen encoders shared"))
-        if not cfg.teacher_free:
+        rows.append(("EMA target (its own copies)", _nbytes(target_only, 4),
+                     "fp32, of what the EMA follows; the rest is the student's"))  # fmt: skip
+        # without --init the student's frozen weights are the teacher's (with --init: assumed not)
+        if not cfg.teacher_free and share_frozen_weights(teacher, student, assume_equal=cfg.init is None):
+            teacher_only = {k: p for k, p in _unique_params(teacher).items() if k not in student_params}
+            rows.append(("teacher (its own copies)", _nbytes(teacher_only, 4),
+                         "fp32, of what the student trains; the rest is the student's"))  # fmt: skip
+        elif not cfg.teacher_free:
             rows.append(("teacher", _nbytes(_unique_params(teacher), 2 if half else 4),
                          "bf16/fp16 under mixed precision" if half else "fp32"))  # fmt: skip
     if needs_faces(student, None if cfg.teacher_free else teacher):

@@ -172,3 +172,38 @@ def remove_ema_adapter(student: nn.Module) -> None:
         student.unet.delete_adapters(EMA_ADAPTER)
         for m in _tuner_layers(student):
             m._active_adapter = ADAPTER if isinstance(m._active_adapter, str) else [ADAPTER]
+
+
+def share_frozen_weights(teacher: nn.Module, student: nn.Module, *, assume_equal: bool = False) -> int:
+    """Where the student holds one of the teacher's weights frozen and unchanged, make the teacher use the
+    student's tensor instead of its own copy; returns the number of weights now shared.
+
+    For runs that train more than a LoRA, the other half of the shared base: in AnimateLCM's temporal stage
+    only the motion modules train, and the teacher's spatial UNet, reference net and image encoder (4.6 GB in
+    bf16 at sd15) are the student's frozen ones. Exact: those tensors never change in the run. Done only
+    when at least half of the teacher's weights are shared, since the teacher then runs on the student's
+    fp32 tensors (under autocast) instead of a bf16 copy. Call it with both networks on the host, before
+    either moves to the device. ``assume_equal``: on the meta device (the memory plan) values cannot be
+    compared; the caller says whether the student was built from this teacher."""
+    frozen = {
+        n.replace(".base_layer", ""): p
+        for n, p in student.named_parameters()
+        if not p.requires_grad and "lora_" not in n
+    }
+    pairs = []
+    for name, mine in teacher.named_parameters():
+        theirs = frozen.get(name)
+        if theirs is None or theirs is mine or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
+            continue
+        if mine.is_meta or theirs.is_meta:
+            if assume_equal:
+                pairs.append((name, theirs))
+        elif torch.equal(mine, theirs):
+            pairs.append((name, theirs))
+    shared = sum(p.numel() for _, p in pairs)
+    if 2 * shared < sum(p.numel() for p in teacher.parameters()):
+        return 0
+    for name, tensor in pairs:
+        owner, _, leaf = name.rpartition(".")
+        teacher.get_submodule(owner)._parameters[leaf] = tensor
+    return shared

@@ -615,6 +615,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     from animlcm.stages.distill.shared_base import (
         AdapterView,
         add_ema_adapter,
+        share_frozen_weights,
         shares_base,
         shares_base_up_front,
     )
@@ -656,16 +657,19 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
         target = add_ema_adapter(student).to_device(device)
         teacher = loaded.net = None if cfg.teacher_free else AdapterView(student, None)
-    else:
+    else:  # the target copies what the EMA follows; the teacher keeps what the student does not hold frozen
+        target = make_target(student, follows=names)
+        shares_frozen = not cfg.teacher_free and share_frozen_weights(teacher, student) > 0
         student.to(device)
-        target = make_target(student)
+        target.to(device)
     if cfg.lora_init_strategy and cfg.stage == "temporal":
-        zero_lora_in_target(target)
+        zero_lora_in_target(target, owned=names)
     if cfg.teacher_free:
         teacher = loaded.net = None  # no teacher call at all: free its memory
-    elif not shared_base:  # (a shared base runs in the student's dtype, under autocast)
+    elif not shared_base:  # (a shared base runs in the student's dtype, under autocast; so do shared weights)
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
-        teacher.to(device=device, dtype=half if device.type == "cuda" else None)
+        cast = half if device.type == "cuda" and not shares_frozen else None
+        teacher.to(device=device, dtype=cast)
     vae = vae.to(device) if vae is not None else None
 
     # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
