@@ -73,10 +73,15 @@ def test_two_processes_train_as_one_and_resume_bit_exactly(tmp_path):
     assert [r["weights"] for r in _records(stopped, 0)] == [r["weights"] for r in r0]
     assert [r["weights"] for r in _records(stopped, 1)] == [r["weights"] for r in r1]
 
-    # a checkpoint of 2 processes does not continue in 1: its sample stream would repeat samples
+    # a checkpoint of 2 processes continued in 1, then in 2 again: the stream goes on where it stopped, no
+    # sample read twice or skipped (steps 5-6 read 4 samples, steps 7-8 8)
     alone = _launch(stopped, 6, "resume", processes=1)
-    assert alone.returncode != 0
-    assert "written by 2 process(es), resumed with 1" in alone.stderr
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert "written by 2 process(es), continued with 1" in alone.stdout
+    again = _launch(stopped, 8, "resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    seen = [i for rank in (0, 1) for r in _records(stopped, rank) for i in r["index"]]
+    assert sorted(seen) == list(range(16 + 4 + 8))
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,31 @@ def test_the_fp16_grad_scaler_is_checkpointed(tmp_path):
         scaler=fresh,
     )
     assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 2048.0
+
+
+def test_a_sharded_checkpoint_of_another_process_count_is_refused_before_anything_loads(tmp_path):
+    """ZeRO's optimizer state is one shard per process: a checkpoint of 2 processes does not load into 1."""
+    import torch
+
+    from animlcm.stages.distill import checkpoint as ckpt
+
+    net = torch.nn.Linear(2, 2)
+    names = [n for n, _ in net.named_parameters()]
+    opt = torch.optim.AdamW(net.parameters())
+    folder = ckpt.save_checkpoint(tmp_path, ckpt.TrainState(3, 6, processes=2, data_offset=4), student=net,
+                                  train_names=names, optimizer=opt)  # fmt: skip
+    saved = [p.clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    moved = [p.clone() for p in net.parameters()]
+    with pytest.raises(ckpt.ProcessCountError, match="written by 2 process") as err:
+        ckpt.load_checkpoint(folder, student=net, train_names=names, optimizer=opt, processes=1)
+    assert "--num_processes 2" in str(err.value) and "\n" not in str(err.value)
+    assert all(torch.equal(a, b) for a, b in zip(moved, net.parameters(), strict=True))  # nothing loaded
+    state = ckpt.load_checkpoint(folder, student=net, train_names=names, optimizer=opt)  # (DDP: any count)
+    assert (state.processes, state.data_offset, state.consumed()) == (2, 4, 4 + 6 * 2)
+    assert all(torch.equal(a, b) for a, b in zip(saved, net.parameters(), strict=True))
 
 
 def test_fsdp_is_refused_in_one_line_and_deepspeed_goes_through():

@@ -300,12 +300,21 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resuming_with_another_process_count_is_refused(tmp_path):
+def test_resuming_with_another_process_count_continues_the_stream(tmp_path, capsys):
+    """A checkpoint of 4 processes resumed by 1: it goes on from the first sample the 4 had not read (each of
+    them read 2 steps x batch 2, every 4th sample), and the next checkpoint records where that began."""
+    from animlcm.stages.distill.data import PositionSampler
+
     train(_job(tmp_path / "r"), LoopCfg(max_steps=2, checkpoint_every=2))
     state = tmp_path / "r" / "checkpoints" / "step-0000002" / "state.json"
-    assert json.loads(state.read_text())["processes"] == 1
-    state.write_text(json.dumps({**json.loads(state.read_text()), "processes": 4}))
-    with pytest.raises(
-        AnimlcmError, match=r"written by 4 process\(es\), resumed with 1; .*--num_processes 4"
-    ):
-        train(_job(tmp_path / "r"), LoopCfg(max_steps=4, resume=True))
+    saved = json.loads(state.read_text())
+    assert (saved["processes"], saved["data_position"], saved["data_offset"]) == (1, 4, 0)
+    state.write_text(json.dumps({**saved, "processes": 4}))
+    train(_job(tmp_path / "r"), LoopCfg(max_steps=4, resume=True, checkpoint_every=2))
+    assert "written by 4 process(es), continued with 1: the sample stream goes on from sample 16" in (
+        capsys.readouterr().out
+    )
+    after = json.loads((tmp_path / "r" / "checkpoints" / "step-0000004" / "state.json").read_text())
+    assert (after["processes"], after["data_position"], after["data_offset"]) == (1, 4, 16)
+    stream = iter(PositionSampler(start=0, rank=1, world=3, offset=16))
+    assert [next(stream) for _ in range(3)] == [17, 20, 23]

@@ -36,14 +36,21 @@ SCALER_FILE = "scaler.pt"
 
 
 class ProcessCountError(AnimlcmError):
-    """A checkpoint written by another number of processes: no older one of the run would fit either."""
+    """A sharded checkpoint written by another process count: no older one of the run would fit either."""
 
 
 @dataclass(frozen=True)
 class TrainState:
     step: int  # optimizer steps done
-    data_position: int  # samples this process has consumed from its stream
+    data_position: int  # samples this process has consumed from its stream (since data_offset)
     processes: int = 1  # how many processes shared the stream when the checkpoint was written
+    # the global sample index at which this process count's interleaving began (0 unless a run was resumed
+    # with another process count): every index below data_offset + data_position * processes is consumed
+    data_offset: int = 0
+
+    def consumed(self) -> int:
+        """Samples of the global stream consumed so far, by all processes together."""
+        return self.data_offset + self.data_position * self.processes
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -89,7 +96,10 @@ def _write_files(
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
-    meta = {"step": state.step, "data_position": state.data_position, **(extra or {})}
+    meta = {
+        "step": state.step, "data_position": state.data_position, "data_offset": state.data_offset,
+        "processes": state.processes, **(extra or {}),
+    }  # fmt: skip
     (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -199,14 +209,15 @@ def load_checkpoint(
             step=int(meta["step"]),
             data_position=int(meta["data_position"]),
             processes=int(meta.get("processes", 1)),
+            data_offset=int(meta.get("data_offset", 0)),
         )
     except (KeyError, TypeError, ValueError):
         raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
     if processes is not None and saved.processes != processes:
-        # each process reads its own share of the sample stream: another count would re-read samples
+        # ZeRO's optimizer state is one shard per process: another count cannot load it
         raise ProcessCountError(
             f"{folder}: written by {saved.processes} process(es), resumed with {processes}; resume with "
-            f"`accelerate launch --num_processes {saved.processes}` (each reads its own samples)"
+            f"`accelerate launch --num_processes {saved.processes}` (DeepSpeed keeps an optimizer shard each)"
         )
     opt_state = load_torch_state(folder / "optimizer.pt", fix) if engine is None else None
     rng = load_torch_state(folder / "rng.pt", fix)

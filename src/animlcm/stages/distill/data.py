@@ -193,15 +193,16 @@ class DistillDataset(Dataset):
 
 
 class PositionSampler(Sampler[int]):
-    """The endless index stream from ``start``; process ``rank`` of ``world`` takes every world-th index."""
+    """The endless index stream from ``start``; process ``rank`` of ``world`` takes every world-th index
+    from ``offset`` on (the global index where this process count took over the stream)."""
 
-    def __init__(self, start: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.start, self.rank, self.world = int(start), int(rank), int(world)
+    def __init__(self, start: int = 0, rank: int = 0, world: int = 1, offset: int = 0) -> None:
+        self.start, self.rank, self.world, self.offset = int(start), int(rank), int(world), int(offset)
 
     def __iter__(self) -> Iterator[int]:
         i = self.start
         while True:
-            yield i * self.world + self.rank
+            yield self.offset + i * self.world + self.rank
             i += 1
 
     def __len__(self) -> int:  # endless: DataLoader never asks when iterated manually
@@ -217,8 +218,10 @@ def make_loader(
     world: int,
     num_workers: int,
     pin_memory: bool,
+    offset: int = 0,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader that continues the stream at sample ``start`` (this process's own count).
+    """A DataLoader that continues the stream at sample ``start`` (this process's own count, from the global
+    index ``offset``).
 
     It gets a generator of its own: by default a DataLoader draws its base seed from the global RNG when
     iterated, which would shift the global stream (dropout) between a straight and a resumed run.
@@ -226,7 +229,7 @@ def make_loader(
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=PositionSampler(start, rank, world),
+        sampler=PositionSampler(start, rank, world, offset),
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

@@ -302,7 +302,7 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     engine = zero.engine_of(model)  # DeepSpeed: optimizer shards are checkpointed by every process
 
     # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
-    state = TrainState(step=0, data_position=0)
+    state = TrainState(step=0, data_position=0, processes=accelerator.num_processes)
     if cfg.resume:
         state = resume_state(job, unwrapped, train_names, optimizer, accelerator, engine)
     main = accelerator.is_main_process
@@ -317,6 +317,7 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
         job.dataset,
         batch_size=cfg.batch_size,
         start=state.data_position,
+        offset=state.data_offset,
         rank=accelerator.process_index,
         world=accelerator.num_processes,
         num_workers=cfg.num_workers,
@@ -353,7 +354,7 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
             # 3. the EMA target follows the student after every optimizer step
             if job.after_step is not None:
                 job.after_step(unwrapped)
-            state = TrainState(step=step + 1, data_position=state.data_position + per_step)
+            state = dataclasses.replace(state, step=step + 1, data_position=state.data_position + per_step)
             dt = time.perf_counter() - t0
             logged = state.step % cfg.log_every == 0 or state.step == cfg.max_steps
             # every process takes part in the mean at the same steps (the log steps), so none waits alone
@@ -389,7 +390,7 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
                     target=job.target,
                     target_names=job.target_names,
                     keep=cfg.keep_checkpoints,
-                    extra={"seed": cfg.seed, "processes": accelerator.num_processes},
+                    extra={"seed": cfg.seed},
                     scaler=accelerator.scaler,
                     engine=engine,
                     main=accelerator.is_main_process,
@@ -429,12 +430,15 @@ def resume_state(
     """Load the newest intact checkpoint of ``job.out`` into the student, target and optimizer.
 
     A checkpoint that does not read (a cut file, a full disk) is reported in one line and the one before it
-    is tried; a run stopped before its first checkpoint starts from step 0, as the straight run did."""
+    is tried; a run stopped before its first checkpoint starts from step 0, as the straight run did. A run
+    resumed with another process count continues the global sample stream where it stopped (no sample read
+    twice or skipped); under DeepSpeed, whose optimizer shards are per process, it is refused."""
     found = list_checkpoints(job.out)
     say = (lambda m: print(m, flush=True)) if accelerator.is_main_process else (lambda m: None)
+    now = accelerator.num_processes
     if not found:
         say(f"{job.out}: no checkpoint yet (stopped before the first); starting from step 0")
-        return TrainState(step=0, data_position=0)
+        return TrainState(step=0, data_position=0, processes=now)
     inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
     reasons = []
     for ckpt in reversed(found):
@@ -442,7 +446,7 @@ def resume_state(
             state = load_checkpoint(
                 ckpt, student=student, train_names=train_names, optimizer=inner, target=job.target,
                 target_names=job.target_names, scaler=accelerator.scaler, engine=engine,
-                processes=accelerator.num_processes,
+                processes=now if engine is not None else None,
             )  # fmt: skip
             error = None
         except ProcessCountError:
@@ -451,7 +455,14 @@ def resume_state(
             error = damaged
         # every process continues from the same checkpoint: one whose shard does not read anywhere is dropped
         if _all_processes(error is None, accelerator):
-            return state
+            if state.processes == now:
+                return state
+            # each process takes every now-th sample from the first one not yet read
+            say(
+                f"{ckpt}: written by {state.processes} process(es), continued with {now}: the sample stream "
+                f"goes on from sample {state.consumed()} (a step reads {now} x --batch-size x --grad-accum)"
+            )
+            return TrainState(step=state.step, data_position=0, processes=now, data_offset=state.consumed())
         reasons.append(str(error) if error is not None else f"{ckpt}: does not read on another process")
         say(f"{reasons[-1]}; trying the checkpoint before it" if ckpt != found[0] else reasons[-1])
     older = f"; none of the {len(found) - 1} checkpoint(s) before it reads either" if len(found) > 1 else ""
