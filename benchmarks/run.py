@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_extract.py", "bench_smpl.py", "bench_distill.py", "bench_render.py", "bench_folders.py")
+SCRIPTS = (
+    "bench_extract.py", "bench_smpl.py", "bench_distill.py", "bench_setup_memory.py", "bench_render.py",
+    "bench_folders.py",
+)  # fmt: skip
 
 
 def machine() -> str:

@@ -333,9 +333,10 @@ def test_lora_distillation_shares_one_base_network_exactly(tiny_cache, tiny_teac
 def test_target_and_teacher_share_the_students_frozen_weights_exactly(
     tiny_cache, tiny_teacher, tmp_path, monkeypatch
 ):
-    """AnimateLCM's temporal stage trains the motion modules alone: the EMA target copies those (and the LoRA
-    its init strategy zeroes) and the teacher keeps only its own motion modules; every other weight is the
-    student's frozen tensor. The numbers are those of full copies, bit for bit."""
+    """AnimateLCM's temporal stage trains the motion modules alone. The student is built on the teacher's
+    tensors and takes copies of what it trains; the EMA target copies those (and the LoRA its init strategy
+    zeroes); the teacher keeps its own motion modules. Every other weight is one tensor for all three, and
+    the numbers are those of full copies, bit for bit."""
     from safetensors.torch import load_file
 
     from animlcm.models.teacher import TeacherInitConfig, init_teacher
@@ -345,31 +346,36 @@ def test_target_and_teacher_share_the_students_frozen_weights_exactly(
     kw = dict(method="animatelcm", stage="temporal", num_frames=2, lr=0.05, ema=0.5, max_steps=2)
     seen = {}
     real_share, real_make, real_train = shared_base.share_frozen_weights, ema.make_target, trainer.train
+    real_start = trainer.load_student_start
 
-    def share(t, s, **k):
-        seen["shared"] = real_share(t, s, **k)
-        seen["teacher"] = sum(p.numel() for p in t.parameters())
-        return seen["shared"]
+    def start(cfg, net, *a, **k):
+        seen["teacher"] = net
+        return real_start(cfg, net, *a, **k)
 
     def spy(job, cfg, **k):
-        own = {id(p) for p in job.student.parameters()}
-        seen["target copies"] = sum(p.numel() for p in job.target.parameters() if id(p) not in own)
+        mine = {id(p) for p in job.student.parameters()}
+        trained = {id(p) for p in job.student.parameters() if p.requires_grad}
+        teachers = list(seen["teacher"].parameters())
+        seen["teacher shares"] = sum(p.numel() for p in teachers if id(p) in mine) / sum(
+            p.numel() for p in teachers
+        )
+        seen["teacher trains"] = any(id(p) in trained for p in teachers)
+        seen["target copies"] = sum(p.numel() for p in job.target.parameters() if id(p) not in mine)
         seen["followed"] = sum(dict(job.target.named_parameters())[n].numel() for n in job.target_names)
         return real_train(job, cfg, **k)
 
-    monkeypatch.setattr(shared_base, "share_frozen_weights", share)
+    monkeypatch.setattr(trainer, "load_student_start", start)
     monkeypatch.setattr(trainer, "train", spy)
     lean = trainer.run(_cfg(tiny_cache, teacher, tmp_path / "lean", **kw))
-    assert seen["shared"] > seen["teacher"] / 2  # all but the motion modules
+    assert seen["teacher shares"] > 0.5 and not seen["teacher trains"]  # all but the motion modules
     assert seen["target copies"] == seen["followed"]  # what the EMA follows, nothing else
 
-    # the same run with full copies of teacher and target
-    monkeypatch.setattr(shared_base, "share_frozen_weights", lambda *a, **k: 0)
-    monkeypatch.setattr(
-        ema, "make_target", lambda s, follows=None: real_make(s, [n for n, _ in s.named_parameters()])
-    )
+    # the same run with full copies: the teacher takes back copies of all it shared, the target of all
+    monkeypatch.setattr(shared_base, "share_frozen_weights", lambda t, s, **k: real_share(t, s, at_least=2.0))
+    every = lambda s, follows=None: real_make(s, [n for n, _ in s.named_parameters()])  # noqa: E731
+    monkeypatch.setattr(ema, "make_target", every)
     copies = trainer.run(_cfg(tiny_cache, teacher, tmp_path / "copies", **kw))
-    assert seen["target copies"] > 2 * seen["followed"]
+    assert seen["teacher shares"] == 0 and seen["target copies"] > 2 * seen["followed"]
     assert lean.last_terms == copies.last_terms
     for name in ("student", "target"):
         x = load_file(str(tmp_path / "lean" / "checkpoints" / "step-0000002" / f"{name}.safetensors"))

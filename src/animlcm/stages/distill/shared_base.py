@@ -174,17 +174,22 @@ def remove_ema_adapter(student: nn.Module) -> None:
             m._active_adapter = ADAPTER if isinstance(m._active_adapter, str) else [ADAPTER]
 
 
-def share_frozen_weights(teacher: nn.Module, student: nn.Module, *, assume_equal: bool = False) -> int:
+def share_frozen_weights(
+    teacher: nn.Module, student: nn.Module, *, assume_equal: bool = False, at_least: float = 0.5
+) -> int:
     """Where the student holds one of the teacher's weights frozen and unchanged, make the teacher use the
-    student's tensor instead of its own copy; returns the number of weights now shared.
+    student's tensor instead of its own copy; returns the number of weights shared (0: none, the teacher
+    then holds every weight of its own).
 
     For runs that train more than a LoRA, the other half of the shared base: in AnimateLCM's temporal stage
     only the motion modules train, and the teacher's spatial UNet, reference net and image encoder (4.6 GB in
     bf16 at sd15) are the student's frozen ones. Exact: those tensors never change in the run. Done only
-    when at least half of the teacher's weights are shared, since the teacher then runs on the student's
-    fp32 tensors (under autocast) instead of a bf16 copy. Call it with both networks on the host, before
-    either moves to the device. ``assume_equal``: on the meta device (the memory plan) values cannot be
-    compared; the caller says whether the student was built from this teacher."""
+    when at least half (``at_least``) of the teacher's weights are shared, since the teacher then runs on
+    the student's fp32 tensors (under autocast) instead of a bf16 copy; below that, tensors the two already
+    share (a student built on the teacher's) are copied back into the teacher, which may then be cast. Call
+    it with both networks on the host, before either moves to the device. ``assume_equal``: on the meta
+    device (the memory plan) values cannot be compared; the caller says whether the student was built from
+    this teacher."""
     frozen = {
         n.replace(".base_layer", ""): p
         for n, p in student.named_parameters()
@@ -193,17 +198,17 @@ def share_frozen_weights(teacher: nn.Module, student: nn.Module, *, assume_equal
     pairs = []
     for name, mine in teacher.named_parameters():
         theirs = frozen.get(name)
-        if theirs is None or theirs is mine or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
+        if theirs is None or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
             continue
-        if mine.is_meta or theirs.is_meta:
-            if assume_equal:
-                pairs.append((name, theirs))
-        elif torch.equal(mine, theirs):
+        if theirs is mine or (assume_equal if mine.is_meta or theirs.is_meta else torch.equal(mine, theirs)):
             pairs.append((name, theirs))
     shared = sum(p.numel() for _, p in pairs)
-    if 2 * shared < sum(p.numel() for p in teacher.parameters()):
-        return 0
+    students = {id(p) for p in student.parameters()}
+    if shared < at_least * sum(p.numel() for p in teacher.parameters()):
+        pairs = [(n, p.detach().clone()) for n, p in teacher.named_parameters() if id(p) in students]
+        shared = 0
     for name, tensor in pairs:
         owner, _, leaf = name.rpartition(".")
-        teacher.get_submodule(owner)._parameters[leaf] = tensor
+        module = teacher.get_submodule(owner)
+        module._parameters[leaf] = tensor if shared else nn.Parameter(tensor, requires_grad=False)
     return shared

@@ -497,9 +497,13 @@ def _init_folder(init: Path) -> Path:
     return init / "student" if (init / "student").is_dir() else init
 
 
-def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool = True) -> nn.Module:
+def with_heads(
+    net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool = True, share_tensors: bool = False
+) -> nn.Module:
     """A copy of ``net`` (``copy=False``: ``net`` itself) with DanceLCM's face projector / aux head added
-    (fresh) or removed as asked.
+    (fresh) or removed as asked. ``share_tensors``: the copy's modules are new but hold ``net``'s own
+    parameter and buffer tensors (the caller gives the ones that will train copies: ``own_trained_weights``),
+    so the host never holds two copies of the network.
 
     A face projector added to a network without one is zero-initialised and read by decoupled attention, so
     the copy predicts exactly what ``net`` predicts until it trains."""
@@ -508,7 +512,8 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool 
     from animlcm.models.conditioning import FaceProjector
     from animlcm.models.network import AuxHead
 
-    out = copying.deepcopy(net) if copy else net
+    memo = {id(t): t for t in (*net.parameters(), *net.buffers())} if share_tensors else {}
+    out = copying.deepcopy(net, memo) if copy else net
     out.config = dataclasses.replace(net.config, face_tokens=face_tokens, aux_head=aux_head)
     width, c0 = out.unet.config.cross_attention_dim, out.unet.config.block_out_channels[0]
     if face_tokens and out.face_projector is None:
@@ -525,11 +530,23 @@ def with_heads(net: nn.Module, face_tokens: bool, aux_head: bool, *, copy: bool 
     return out
 
 
+def own_trained_weights(student: nn.Module, teacher: nn.Module) -> None:
+    """Give every trainable parameter of a student built on the teacher's tensors (``load_student_start``)
+    a copy of its own, so that training never writes into the teacher; frozen ones stay shared."""
+    theirs = {id(p) for p in teacher.parameters()}
+    with torch.no_grad():
+        for name, p in list(student.named_parameters()):
+            if p.requires_grad and id(p) in theirs:
+                owner, _, leaf = name.rpartition(".")
+                student.get_submodule(owner)._parameters[leaf] = nn.Parameter(p.detach().clone())
+
+
 def load_student_start(
     cfg: Any, teacher: nn.Module, device: torch.device, *, in_place: bool = False
 ) -> tuple[nn.Module, dict, Path | None]:
     """The student before training: the teacher's weights (or ``--init``'s), the method's heads, its LoRA.
     ``in_place``: built on the teacher network itself (a shared base, which needs no separate teacher).
+    Otherwise, without ``--init``, the student holds the teacher's tensors until ``own_trained_weights``.
 
     Returns the student, ``--init``'s meta, and the folder holding the student's base weights (what a
     LoRA-only result is saved against; None where no folder does)."""
@@ -548,7 +565,10 @@ def load_student_start(
             from animlcm.models.linked import meta_target
 
             lora_base = meta_target(init_meta, "base_teacher", loaded.path, what="base teacher")
-    student = with_heads(base, bool(cfg.face_tokens), bool(cfg.aux_head), copy=not in_place)
+    # built on the teacher's own tensors (the caller gives what trains its copies: ``own_trained_weights``)
+    student = with_heads(
+        base, bool(cfg.face_tokens), bool(cfg.aux_head), copy=not in_place, share_tensors=base is teacher
+    )
     if cfg.lora_rank and cfg.lora_layers == "all" and has_lora(student) and not _covers_motion(student):
         # a spatial LoRA from --init folds into the base; the new adapter covers spatial and motion layers.
         # No folder holds that base, so the result is saved with full weights.
@@ -618,11 +638,34 @@ def save_student(
     )
 
 
-def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
-    """`animlcm distill`: build teacher, student and EMA target, then train (see ``step.distill_step``)."""
+@dataclass
+class DistillNetworks:
+    """What ``build_networks`` gives the distillation run."""
+
+    student: nn.Module
+    target: Any  # a module, or an AdapterView of the student (shared base)
+    teacher: Any  # a module, an AdapterView of the student, or None (teacher-free)
+    vae: nn.Module | None
+    schedule: Any
+    names: list[str]  # the parameters the EMA target follows
+    init_meta: dict
+    lora_base: Path | None
+
+
+def build_networks(cfg: Any, device: torch.device) -> DistillNetworks:
+    """Teacher, student and EMA target of the distillation run ``cfg`` (resolved), on ``device``.
+
+    1. The frozen teacher, and the student: the teacher's weights (or ``--init``'s) plus the method's heads.
+       Both are built on the host and moved once they are final, so the device never holds a transient
+       second copy: its peak is what the memory plan counts. The student is built on the teacher's own
+       tensors (a LoRA-only run on the teacher network itself) and takes copies only of what it trains, so
+       the host never holds two fp32 copies either (19 GB at sd15).
+    2. The EMA target copies what the EMA follows; the teacher keeps of its own what the student trains
+       (``share_frozen_weights``), or, where the student trains most of it, a copy of everything in bf16/fp16
+       under mixed precision. AnimateLCM's init strategy: the LoRA reaches the target only through the EMA.
+    """
     from animlcm.models.io import load_model_folder
-    from animlcm.stages.distill.data import DistillDataset
-    from animlcm.stages.distill.ema import ema_names, make_target, update_ema, zero_lora_in_target
+    from animlcm.stages.distill.ema import ema_names, make_target, zero_lora_in_target
     from animlcm.stages.distill.shared_base import (
         AdapterView,
         add_ema_adapter,
@@ -630,6 +673,46 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
         shares_base,
         shares_base_up_front,
     )
+
+    loaded = load_model_folder(cfg.teacher, "cpu")
+    teacher, vae = loaded.net.requires_grad_(False).eval(), loaded.vae
+    in_place = cfg.init is None and shares_base_up_front(cfg, teacher)
+    student, init_meta, lora_base = load_student_start(cfg, teacher, torch.device("cpu"), in_place=in_place)
+    _trainable(student, cfg)
+    if not in_place:
+        own_trained_weights(student, teacher)
+    if cfg.gradient_checkpointing:
+        from animlcm.models.checkpointing import enable_checkpointing
+
+        enable_checkpointing(student)
+    lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
+    names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
+    shared_base = shares_base(cfg, student, None if in_place else teacher)
+    if in_place and not shared_base:
+        raise RuntimeError("shares_base_up_front and shares_base disagree: a bug, please report it")
+    if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
+        target = add_ema_adapter(student).to_device(device)
+        teacher = None if cfg.teacher_free else AdapterView(student, None)
+    else:
+        target = make_target(student, follows=names)
+        shares_frozen = not cfg.teacher_free and share_frozen_weights(teacher, student) > 0
+        student.to(device)
+        target.to(device)
+    if cfg.lora_init_strategy and cfg.stage == "temporal":
+        zero_lora_in_target(target, owned=names)
+    if cfg.teacher_free:
+        teacher = None  # no teacher call at all: free its memory
+    elif not shared_base:  # (a shared base runs in the student's dtype, under autocast; so do shared weights)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+        teacher.to(device=device, dtype=half if device.type == "cuda" and not shares_frozen else None)
+    vae = vae.to(device) if vae is not None else None
+    return DistillNetworks(student, target, teacher, vae, loaded.schedule, names, init_meta, lora_base)
+
+
+def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
+    """`animlcm distill`: build teacher, student and EMA target, then train (see ``step.distill_step``)."""
+    from animlcm.stages.distill.data import DistillDataset
+    from animlcm.stages.distill.ema import update_ema
     from animlcm.stages.distill.step import DistillModels, distill_step, needs_faces, same_conditioning
 
     cfg = cfg.with_method_defaults()
@@ -643,45 +726,10 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run
 
-    # 1. the frozen teacher, and the student: the teacher's weights (or --init's) plus the method's heads.
-    #    Both are built on the host and moved once they are final, so the device never holds the transient
-    #    second fp32 copy (a shared base drops the teacher; a separate one goes over in bf16/fp16): its peak
-    #    is what the memory plan counts.
-    device = accelerator.device
-    loaded = load_model_folder(cfg.teacher, "cpu")
-    teacher, vae = loaded.net.requires_grad_(False).eval(), loaded.vae
-    # a shared base known from the settings alone: the student is built on the teacher network itself, so
-    # not even the host holds two fp32 copies (19 GB at sd15)
-    in_place = cfg.init is None and shares_base_up_front(cfg, teacher)
-    student, init_meta, lora_base = load_student_start(cfg, teacher, torch.device("cpu"), in_place=in_place)
-    _trainable(student, cfg)
-    if cfg.gradient_checkpointing:
-        from animlcm.models.checkpointing import enable_checkpointing
-
-        enable_checkpointing(student)
-    # 2. the EMA target; AnimateLCM's init strategy: the LoRA reaches the target only through the EMA
-    lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
-    names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
-    shared_base = shares_base(cfg, student, None if in_place else teacher)
-    if in_place and not shared_base:
-        raise RuntimeError("shares_base_up_front and shares_base disagree: a bug, please report it")
-    if shared_base:  # LoRA-only: teacher and target are the student's own base seen through its adapters
-        target = add_ema_adapter(student).to_device(device)
-        teacher = loaded.net = None if cfg.teacher_free else AdapterView(student, None)
-    else:  # the target copies what the EMA follows; the teacher keeps what the student does not hold frozen
-        target = make_target(student, follows=names)
-        shares_frozen = not cfg.teacher_free and share_frozen_weights(teacher, student) > 0
-        student.to(device)
-        target.to(device)
-    if cfg.lora_init_strategy and cfg.stage == "temporal":
-        zero_lora_in_target(target, owned=names)
-    if cfg.teacher_free:
-        teacher = loaded.net = None  # no teacher call at all: free its memory
-    elif not shared_base:  # (a shared base runs in the student's dtype, under autocast; so do shared weights)
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
-        cast = half if device.type == "cuda" and not shares_frozen else None
-        teacher.to(device=device, dtype=cast)
-    vae = vae.to(device) if vae is not None else None
+    # 1-2. teacher, student and EMA target, built on the host and moved to the device once final
+    nets = build_networks(cfg, accelerator.device)
+    student, target, teacher, vae, names = nets.student, nets.target, nets.teacher, nets.vae, nets.names
+    init_meta, lora_base = nets.init_meta, nets.lora_base
 
     # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
     #    crops when the student or the teacher has face tokens (each sees the conditioning it has)
@@ -705,7 +753,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     )
     # the frozen reference net runs once per step where target and teacher would compute the same features
     models = DistillModels(
-        student=student, target=target, teacher=teacher, schedule=loaded.schedule,
+        student=student, target=target, teacher=teacher, schedule=nets.schedule,
         vae=vae if faces else None,
         target_same_conditioning=cfg.reuse_reference and same_conditioning(student, target),
         teacher_same_conditioning=cfg.reuse_reference and same_conditioning(student, teacher),
