@@ -105,10 +105,10 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     from animlcm.models.lora import add_lora
     from animlcm.models.network import NetworkConfig
     from animlcm.models.presets import empty_network, network_config
-    from animlcm.stages.distill.ema import ema_names, make_target
+    from animlcm.stages.distill.ema import make_target
     from animlcm.stages.distill.shared_base import share_frozen_weights, shares_base
     from animlcm.stages.distill.step import needs_faces
-    from animlcm.stages.distill.trainer import _trainable, with_heads
+    from animlcm.stages.distill.trainer import _trainable, ema_follows, with_heads
 
     cfg = cfg.with_method_defaults()
     if cfg.teacher is not None:
@@ -138,8 +138,7 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
         if not cfg.teacher_free:
             rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
     else:
-        lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
-        target = make_target(student, ema_names(student, extra=lora_names if cfg.lora_init_strategy else ()))
+        target = make_target(student, ema_follows(student, cfg))
         target_only = {k: p for k, p in _unique_params(target).items() if k not in student_params}
         rows.append(("EMA target (its own copies)", _nbytes(target_only, 4),
                      "fp32, of what the EMA follows; the rest is the student's"))  # fmt: skip

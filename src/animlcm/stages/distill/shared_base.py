@@ -208,7 +208,12 @@ def share_frozen_weights(
         pairs = [(n, p.detach().clone()) for n, p in teacher.named_parameters() if id(p) in students]
         shared = 0
     for name, tensor in pairs:
-        owner, _, leaf = name.rpartition(".")
-        module = teacher.get_submodule(owner)
-        module._parameters[leaf] = tensor if shared else nn.Parameter(tensor, requires_grad=False)
+        replace_parameter(teacher, name, tensor if shared else nn.Parameter(tensor, requires_grad=False))
     return shared
+
+
+def replace_parameter(net: nn.Module, name: str, param: nn.Parameter) -> None:
+    """Make ``net``'s parameter ``name`` (dotted) the tensor ``param``: shared with another network, or a
+    copy that ends a sharing."""
+    owner, _, leaf = name.rpartition(".")
+    setattr(net.get_submodule(owner), leaf, param)

@@ -83,6 +83,7 @@ def make_accelerator(cfg: Any):
         # find_unused_parameters is set per run before prepare() (may_leave_unused)
         kwargs_handlers=[DistributedDataParallelKwargs()],
     )
+    check_distributed_type(accelerator)  # (here: refused before any model loads)
     zero.configure(accelerator, cfg)
     return accelerator
 
@@ -288,7 +289,6 @@ def check_distributed_type(accelerator: Any) -> None:
 
 def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     accelerator = job.accelerator or make_accelerator(cfg)
-    check_distributed_type(accelerator)
     Path(job.out).mkdir(parents=True, exist_ok=True)
     unwrapped = job.student
     train_names = [n for n, p in unwrapped.named_parameters() if p.requires_grad]
@@ -530,15 +530,24 @@ def with_heads(
     return out
 
 
+def ema_follows(student: nn.Module, cfg: Any) -> list[str]:
+    """The parameters the EMA target follows: the trained ones, plus, under AnimateLCM's init strategy, the
+    LoRA it zeroes in the target (which enters it only through the EMA)."""
+    from animlcm.stages.distill.ema import ema_names
+
+    lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
+    return ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
+
+
 def own_trained_weights(student: nn.Module, teacher: nn.Module) -> None:
     """Give every trainable parameter of a student built on the teacher's tensors (``load_student_start``)
     a copy of its own, so that training never writes into the teacher; frozen ones stay shared."""
+    from animlcm.stages.distill.shared_base import replace_parameter
+
     theirs = {id(p) for p in teacher.parameters()}
-    with torch.no_grad():
-        for name, p in list(student.named_parameters()):
-            if p.requires_grad and id(p) in theirs:
-                owner, _, leaf = name.rpartition(".")
-                student.get_submodule(owner)._parameters[leaf] = nn.Parameter(p.detach().clone())
+    for name, p in list(student.named_parameters()):
+        if p.requires_grad and id(p) in theirs:
+            replace_parameter(student, name, nn.Parameter(p.detach().clone()))
 
 
 def load_student_start(
@@ -665,7 +674,7 @@ def build_networks(cfg: Any, device: torch.device) -> DistillNetworks:
        under mixed precision. AnimateLCM's init strategy: the LoRA reaches the target only through the EMA.
     """
     from animlcm.models.io import load_model_folder
-    from animlcm.stages.distill.ema import ema_names, make_target, zero_lora_in_target
+    from animlcm.stages.distill.ema import make_target, zero_lora_in_target
     from animlcm.stages.distill.shared_base import (
         AdapterView,
         add_ema_adapter,
@@ -685,8 +694,7 @@ def build_networks(cfg: Any, device: torch.device) -> DistillNetworks:
         from animlcm.models.checkpointing import enable_checkpointing
 
         enable_checkpointing(student)
-    lora_names = [n for n, _ in student.named_parameters() if "lora_" in n]
-    names = ema_names(student, extra=lora_names if cfg.lora_init_strategy else ())
+    names = ema_follows(student, cfg)
     shared_base = shares_base(cfg, student, None if in_place else teacher)
     if in_place and not shared_base:
         raise RuntimeError("shares_base_up_front and shares_base disagree: a bug, please report it")
