@@ -20,8 +20,10 @@ from animlcm.errors import AnimlcmError
 WORKER = Path(__file__).with_name("ddp_worker.py")
 DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
 ZERO_CONFIG = DDP_CONFIG.with_name("zero2.yaml")
+FSDP_CONFIG = DDP_CONFIG.with_name("fsdp.yaml")
 ZERO_ENV = {"DS_ACCELERATOR": "cpu"}  # DeepSpeed's CPU accelerator (it looks for CUDA otherwise)
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+TINY_TEACHER = Path(__file__).resolve().parents[1] / "src" / "animlcm" / "assets" / "tiny" / "teacher"
 
 
 def _launch(
@@ -187,59 +189,184 @@ def test_a_sharded_checkpoint_of_another_process_count_is_refused_before_anythin
     assert all(torch.equal(a, b) for a, b in zip(saved, net.parameters(), strict=True))
 
 
-def test_fsdp_is_refused_in_one_line_and_deepspeed_goes_through():
+def test_megatron_is_refused_in_one_line_and_fsdp_and_deepspeed_go_through():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     from animlcm.stages.distill.trainer import check_distributed_type
 
-    for kind in (DistributedType.MULTI_GPU, DistributedType.NO, DistributedType.DEEPSPEED):
+    kinds = (DistributedType.MULTI_GPU, DistributedType.NO, DistributedType.DEEPSPEED, DistributedType.FSDP)
+    for kind in kinds:
         check_distributed_type(SimpleNamespace(distributed_type=kind))
-    with pytest.raises(AnimlcmError, match="not supported yet") as err:
-        check_distributed_type(SimpleNamespace(distributed_type=DistributedType.FSDP))
-    assert "configs/accelerate/zero2.yaml" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(AnimlcmError, match="not supported") as err:
+        check_distributed_type(SimpleNamespace(distributed_type=DistributedType.MEGATRON_LM))
+    assert "configs/accelerate/fsdp.yaml" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_real_runs_on_two_processes(tmp_path):
+def test_fsdp_settings_it_does_not_run_are_refused_in_one_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from animlcm.stages.distill import fsdp
+
+    cfg = SimpleNamespace(mixed_precision="bf16")
+    accelerator = SimpleNamespace(num_processes=2)
+    fsdp.check(accelerator, SimpleNamespace(mixed_precision="fp16"))  # no FSDP launch: nothing to check
+    launched = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "false"}
+    for key, value in {**launched, "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    fsdp.check(accelerator, cfg)
+    refusals = [
+        ({"FSDP_VERSION": "1"}, cfg, "fsdp_version: 2"),
+        ({"FSDP_OFFLOAD_PARAMS": "true"}, cfg, "fsdp_offload_params: false"),
+        ({}, SimpleNamespace(mixed_precision="fp16"), "use --mixed-precision bf16"),
+        ({"WORLD_SIZE": "4"}, cfg, "4 processes launched but accelerate sees 2"),
+    ]
+    for env, settings, message in refusals:
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            with pytest.raises(AnimlcmError, match=message) as err:
+                fsdp.check(accelerator, settings)
+        assert "\n" not in str(err.value)
+
+
+def test_fsdp_units_cover_every_layer_both_unets_call_and_keep_the_reference_net_whole():
+    """Every layer the motion UNet and its spatial view call is a unit (gathered for its own forward); the
+    reference UNet is one unit, with none inside it (its features leave it from inside its layers)."""
+    from animlcm.models.io import load_model_folder
+    from animlcm.stages.distill.fsdp import layer_units
+
+    net = load_model_folder(TINY_TEACHER, "cpu").net
+    units = layer_units(net)
+    assert units[-1] is net.reference_unet
+    inside = {id(m) for m in net.reference_unet.modules()}
+    assert not any(id(u) in inside for u in units[:-1])
+    ids = {id(u) for u in units}
+    for block in [*net.unet.down_blocks, net.unet.mid_block, *net.unet.up_blocks]:
+        for part in ("resnets", "attentions", "motion_modules"):
+            assert all(id(layer) in ids for layer in getattr(block, part, None) or [])
+    view = net.spatial_unet
+    assert all(id(layer) in ids for block in view.down_blocks for layer in block.resnets)
+    clip_layers = net.image_encoder.vision_model.encoder.layers
+    assert all(id(layer) in ids for layer in clip_layers)
+
+
+def _animlcm(*args: str, config: Path | None = None, processes: int = 2, fails: bool = False) -> str:
+    """``python -m animlcm ARGS``, or through ``accelerate launch`` with ``config``; returns its output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    head = [sys.executable, "-m", "animlcm"]
+    if config is not None:
+        head = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                "--num_processes", str(processes), "-m", "animlcm"]  # fmt: skip
+        if config == ZERO_CONFIG:
+            env.update(ZERO_ENV)
+    done = subprocess.run([*head, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert (done.returncode != 0) == fails, (args[0], done.stderr[-3000:])
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> Path:
+    """Synthetic clips, a tiny teacher without face tokens, and their cache."""
+    w = tmp_path_factory.mktemp("inputs")
+    _animlcm("synth", "--out", str(w / "v"), "--identities", "2", "--clips", "1", "--frames", "12")
+    _animlcm("teacher", "init", "--out", str(w / "t"), "--no-face-tokens")
+    t = str(w / "t")
+    _animlcm("extract", str(w / "v"), "--out", str(w / "c"), "--pose", "groundtruth", "--teacher", t)
+    return w
+
+
+def _common(inputs: Path, steps: int) -> list[str]:
+    return ["--cache", str(inputs / "c"), "--max-steps", str(steps), "--no-progress", "--batch-size", "1"]
+
+
+def _checkpoint_tensors(run: Path, step: int) -> dict:
+    from safetensors.torch import load_file
+
+    folder = run / "checkpoints" / f"step-{step:07d}"
+    return {f.stem: load_file(f) for f in sorted(folder.glob("*.safetensors"))}
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_real_runs_on_two_processes(tmp_path, tiny_inputs):
     """The real commands through the repo's DDP config, 2 gloo processes: a LoRA distillation on a shared base
     (no unused-parameter search: every trained weight gets a gradient), then the teacher training that trains
-    the reference net (with the search). Both finish, log every step once and write their result. Then a full
-    fine-tuning distillation through the ZeRO-2 config (DeepSpeed's CPU accelerator, one process: accelerate
-    runs DeepSpeed across processes only on GPUs)."""
+    the reference net (with the search). Both finish, log every step once and write their result. The teacher
+    training again through the FSDP config: the same weights. Then a full fine-tuning distillation through
+    the ZeRO-2 config (DeepSpeed's CPU accelerator, one process: accelerate runs DeepSpeed across processes
+    only on GPUs)."""
+    import torch
+
     from animlcm.models.io import is_lora_folder, load_model_folder
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-    def animlcm(*args: str, launch: bool = False, zero: bool = False) -> None:
-        config, processes = (ZERO_CONFIG, "1") if zero else (DDP_CONFIG, "2")
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                    "--num_processes", processes]  # fmt: skip
-        head = [*launcher, "-m", "animlcm"] if launch or zero else [sys.executable, "-m", "animlcm"]
-        run_env = {**env, **ZERO_ENV} if zero else env
-        done = subprocess.run([*head, *args], capture_output=True, text=True, env=run_env, timeout=300)
-        assert done.returncode == 0, (args[0], done.stderr[-3000:])
-
-    w = tmp_path
-    animlcm("synth", "--out", str(w / "v"), "--identities", "2", "--clips", "1", "--frames", "12")
-    animlcm("teacher", "init", "--out", str(w / "t"), "--no-face-tokens")
-    animlcm(
-        "extract", str(w / "v"), "--out", str(w / "c"), "--pose", "groundtruth", "--teacher", str(w / "t")
-    )
-    common = ["--cache", str(w / "c"), "--max-steps", "2", "--no-progress", "--batch-size", "1"]
-    animlcm("distill", "--teacher", str(w / "t"), "--method", "animatelcm", "--out", str(w / "d"), *common,
-            launch=True)  # fmt: skip
-    animlcm("train-teacher", "--init", str(w / "t"), "--out", str(w / "tt"), *common, launch=True)
+    w, t = tmp_path, str(tiny_inputs / "t")
+    common = _common(tiny_inputs, 2)
+    _animlcm("distill", "--teacher", t, "--method", "animatelcm", "--out", str(w / "d"), *common,
+             config=DDP_CONFIG)  # fmt: skip
+    _animlcm("train-teacher", "--init", t, "--out", str(w / "tt"), *common, config=DDP_CONFIG)
+    # FSDP, where the trained reference net stays gathered from its forward to the backward
+    _animlcm("train-teacher", "--init", t, "--out", str(w / "ft"), *common, config=FSDP_CONFIG)
+    ddp, sharded = _checkpoint_tensors(w / "tt", 2)["student"], _checkpoint_tensors(w / "ft", 2)["student"]
+    assert ddp.keys() == sharded.keys() and any("reference_unet" in k for k in ddp)
+    for k in ddp:
+        torch.testing.assert_close(sharded[k], ddp[k], rtol=1e-4, atol=1e-5)
+    assert _losses(w / "ft") == pytest.approx(_losses(w / "tt"), rel=1e-5)
     if HAS_DEEPSPEED:  # (the Makefile installs it: absent only in a hand-made environment)
-        animlcm("distill", "--teacher", str(w / "t"), "--method", "lcm", "--out", str(w / "z"), *common,
-                zero=True)  # fmt: skip
+        _animlcm("distill", "--teacher", t, "--method", "lcm", "--out", str(w / "z"), *common,
+                 config=ZERO_CONFIG, processes=1)  # fmt: skip
         assert (w / "z" / "checkpoints" / "step-0000002" / "zero").is_dir()
         assert load_model_folder(w / "z" / "student").kind == "student"
-    for run in (w / "d", w / "tt"):
+    for run in (w / "d", w / "tt", w / "ft"):
         log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == [1, 2]
     assert is_lora_folder(w / "d" / "student") and load_model_folder(w / "d" / "student").kind == "student"
     assert load_model_folder(w / "tt" / "teacher").kind == "teacher"
+
+
+def test_fsdp_trains_as_ddp_and_resumes_bit_exactly(tmp_path, tiny_inputs):
+    """Through configs/accelerate/fsdp.yaml, 2 gloo processes: student, EMA target and teacher sharded alike.
+    The checkpointed student and target weights, the logged losses and the result folder are DDP's (to float
+    rounding: a reduce-scatter sums in another order than an all-reduce); every process writes its optimizer
+    shard; a run stopped and resumed holds the straight run's weights bit for bit; resuming the sharded
+    checkpoint without FSDP is refused in one line naming the launch that reads it."""
+    import torch
+
+    from animlcm.models.io import load_model_folder
+
+    w, t = tmp_path, str(tiny_inputs / "t")
+    args = ["distill", "--teacher", t, "--method", "lcm"]
+    _animlcm(*args, "--out", str(w / "ddp"), *_common(tiny_inputs, 3), config=DDP_CONFIG)
+    _animlcm(*args, "--out", str(w / "fsdp"), *_common(tiny_inputs, 3), config=FSDP_CONFIG)
+    ddp, sharded = _checkpoint_tensors(w / "ddp", 3), _checkpoint_tensors(w / "fsdp", 3)
+    assert sorted(sharded) == ["student", "target"] and ddp.keys() == sharded.keys()
+    for name in ddp:
+        for k in ddp[name]:
+            torch.testing.assert_close(sharded[name][k], ddp[name][k], rtol=1e-4, atol=1e-5)
+    assert _losses(w / "fsdp") == pytest.approx(_losses(w / "ddp"), rel=1e-5)
+    assert len(set(_losses(w / "ddp"))) == 3
+    shards = w / "fsdp" / "checkpoints" / "step-0000003" / "fsdp"
+    written = sorted(p.name for p in shards.iterdir())
+    assert written == ["optimizer-00000-of-00002.pt", "optimizer-00001-of-00002.pt"]
+    assert not (shards.parent / "optimizer.pt").exists()
+    mine, theirs = (load_model_folder(w / run / "student").net.state_dict() for run in ("fsdp", "ddp"))
+    assert mine.keys() == theirs.keys()
+    for k in mine:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=1e-4, atol=1e-5)
+
+    stopped = w / "stopped"
+    _animlcm(*args, "--out", str(stopped), *_common(tiny_inputs, 2), config=FSDP_CONFIG)
+    _animlcm(*args, "--out", str(stopped), *_common(tiny_inputs, 3), "--resume", config=FSDP_CONFIG)
+    resumed = _checkpoint_tensors(stopped, 3)
+    for name in sharded:
+        assert all(torch.equal(resumed[name][k], sharded[name][k]) for k in sharded[name])
+
+    said = _animlcm(*args, "--out", str(stopped), *_common(tiny_inputs, 4), "--resume", fails=True)
+    line = [x for x in said.splitlines() if "error" in x.lower()][-1]
+    assert "written as FSDP shards" in line and "configs/accelerate/fsdp.yaml --num_processes 2" in line
 
 
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (make install installs it)")

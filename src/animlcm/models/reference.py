@@ -20,29 +20,39 @@ network as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 
-@dataclass
 class ReferenceContext:
     """What one UNet call reads or writes. ``features[i]`` belongs to layer ``i`` of :func:`reference_layers`.
 
     Writing: ``write=True`` and ``features`` filled by the processors. Reading: ``features`` is the list from
     :class:`~animlcm.models.network.Conditioning` (``None``/empty: no reference, CFG-unconditional branch).
+
+    A plain class, not a dataclass: FSDP rebuilds every dataclass among a sharded layer's arguments (with
+    ``dataclasses.replace``), so the writer's records would land in copies the caller never sees.
     """
 
-    features: list[torch.Tensor | None] | None = None
-    write: bool = False
-    layers: int = 0
-    face_tokens: int = 0
-    """The last ``face_tokens`` tokens of the cross-attention context get their own softmax (decoupled)."""
-    rows: torch.Tensor | None = None
-    """Reading, ``(B,)`` bool: the clips whose queries see their reference keys (None: all). The others are
-    the unconditional rows of a batched CFG call: their reference keys are masked out of the softmax."""
+    __slots__ = ("face_tokens", "features", "layers", "rows", "write")
+
+    def __init__(
+        self,
+        features: list[torch.Tensor | None] | None = None,
+        write: bool = False,
+        layers: int = 0,
+        face_tokens: int = 0,
+        rows: torch.Tensor | None = None,
+    ) -> None:
+        self.features = features
+        self.write = write
+        self.layers = layers
+        # the last ``face_tokens`` tokens of the cross-attention context get their own softmax (decoupled)
+        self.face_tokens = face_tokens
+        # reading, ``(B,)`` bool: the clips whose queries see their reference keys (None: all). The others
+        # are the unconditional rows of a batched CFG call: their reference keys are masked out of the softmax
+        self.rows = rows
 
     @classmethod
     def writer(cls, num_layers: int, face_tokens: int = 0) -> ReferenceContext:

@@ -5,12 +5,16 @@
                            from the teacher / ``--init`` exactly as the run started),
   ``target.safetensors``   the EMA target's followed parameters (absent for teacher training),
   ``optimizer.pt``         the optimizer state (tensors and numbers only: loads with ``weights_only=True``);
-                           under DeepSpeed ZeRO ``zero/`` instead (each process's shard, by the engine),
+                           under DeepSpeed ZeRO ``zero/`` instead (each process's shard, by the engine), under
+                           FSDP ``fsdp/`` (each process's shard),
   ``scaler.pt``            the fp16 GradScaler's state (loss scale, growth tracker), where the run has one,
   ``rng.pt``               torch CPU and CUDA generator states,
   ``state.json``           step, data position, seed.
 The folder is written as ``step-0000500.tmp`` and renamed when complete, so a crash never leaves a
 half-written checkpoint that ``--resume`` would pick up.
+
+Sharded optimizer states (ZeRO, FSDP) come as an object with ``save(folder)`` and ``load(folder, fix)``,
+called by every process; sharded weights (FSDP) are gathered whole into the files above by all processes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save_file
@@ -29,14 +33,33 @@ from torch import nn
 
 from animlcm.errors import AnimlcmError
 from animlcm.safeload import load_json, load_safetensors, load_torch_state
-from animlcm.stages.distill import zero
+from animlcm.stages.distill import fsdp, zero
 
 PREFIX = "step-"
 SCALER_FILE = "scaler.pt"
 
 
+class OptimizerShards(Protocol):
+    """An optimizer shard per process in ``folder/name`` (``zero.EngineShards``, ``fsdp.OptimizerShards``)."""
+
+    name: str  # the folder inside a checkpoint that holds the shards
+
+    def save(self, folder: Path) -> None: ...
+
+    def load(self, folder: Path, fix: str) -> None: ...
+
+
 class ProcessCountError(AnimlcmError):
-    """A sharded checkpoint written by another process count: no older one of the run would fit either."""
+    """A checkpoint whose optimizer state this launch cannot read (another process count with a sharded state,
+    or another sharding): no older checkpoint of the run would fit either."""
+
+
+# how each kind of optimizer state is written, and the accelerate config that resumes it
+_SHARDINGS = {
+    zero.ZERO_DIR: ("as DeepSpeed ZeRO shards", zero.RECIPE),
+    fsdp.FSDP_DIR: ("as FSDP shards", fsdp.RECIPE),
+    None: ("whole (one process or DDP)", None),
+}
 
 
 @dataclass(frozen=True)
@@ -75,20 +98,13 @@ def latest_checkpoint(run: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _named(module: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    params = dict(module.named_parameters())
-    return {n: params[n].detach().to("cpu", copy=True).contiguous() for n in names}
-
-
 def _write_files(
-    tmp: Path, state: TrainState, student: nn.Module, train_names: list[str],
-    optimizer: torch.optim.Optimizer, target: nn.Module | None, target_names: list[str] | None,
-    extra: dict | None, scaler: Any, sharded: bool,
+    tmp: Path, state: TrainState, weights: dict[str, dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer, extra: dict | None, scaler: Any, sharded: bool,
 ) -> None:  # fmt: skip
-    save_file(_named(student, train_names), str(tmp / "student.safetensors"))
-    if target is not None:
-        save_file(_named(target, target_names or []), str(tmp / "target.safetensors"))
-    if not sharded:  # (a ZeRO engine's shards are in zero/, written by every process)
+    for name, tensors in weights.items():
+        save_file(tensors, str(tmp / f"{name}.safetensors"))
+    if not sharded:  # (sharded optimizer states are in zero/ or fsdp/, written by every process)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scaler is not None:  # fp16's loss scale: without it a resumed run restarts at 2**16 and skips steps
         torch.save(scaler.state_dict(), tmp / SCALER_FILE)
@@ -115,15 +131,16 @@ def save_checkpoint(
     keep: int = 2,
     extra: dict | None = None,
     scaler: Any = None,
-    engine: Any = None,
+    shards: OptimizerShards | None = None,
     main: bool = True,
     barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Write ``RUN/checkpoints/step-N`` atomically; keep the newest ``keep`` checkpoints (``scaler``: the fp16
     ``GradScaler``, when there is one).
 
-    Called by every process: ``main`` writes the files, and a DeepSpeed ``engine`` has every process write its
-    optimizer shard into the same folder in between (``barrier`` waits for all of them)."""
+    Called by every process: ``main`` writes the files, every process writes its optimizer shard (``shards``)
+    into the same folder in between (``barrier`` waits for all of them), and sharded weights are gathered by
+    all processes together."""
     final = checkpoint_dir(run, state.step)
     tmp = final.with_name(final.name + ".tmp")
     try:
@@ -131,13 +148,14 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         barrier()
-        if engine is not None:
-            zero.save(engine, tmp)
+        # (collective where the weights are sharded: every process takes part, the main one keeps them)
+        weights = {"student": fsdp.full_tensors(student, train_names, keep=main)}
+        if target is not None:
+            weights["target"] = fsdp.full_tensors(target, target_names or [], keep=main)
+        if shards is not None:
+            shards.save(tmp)
         if main:
-            _write_files(
-                tmp, state, student, train_names, optimizer, target, target_names, extra, scaler,
-                sharded=engine is not None,
-            )  # fmt: skip
+            _write_files(tmp, state, weights, optimizer, extra, scaler, sharded=shards is not None)
     except BaseException:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
@@ -179,9 +197,8 @@ def _load_into(module: nn.Module, path: Path, tensors: dict[str, torch.Tensor]) 
                 f"{path}: {n} has shape {tuple(t.shape)}, this run's {tuple(params[n].shape)}; "
                 "resume with the settings it was written with"
             )
-    with torch.no_grad():
-        for n, t in tensors.items():
-            params[n].copy_(t)
+    for n, t in tensors.items():
+        fsdp.copy_whole_into(params[n], t)  # (this process's shard, where the weights are sharded)
 
 
 def load_checkpoint(
@@ -193,11 +210,11 @@ def load_checkpoint(
     target: nn.Module | None = None,
     target_names: list[str] | None = None,
     scaler: Any = None,
-    engine: Any = None,
+    shards: OptimizerShards | None = None,
     processes: int | None = None,
 ) -> TrainState:
-    """Restore everything ``save_checkpoint`` wrote (strict about parameter names); with a DeepSpeed
-    ``engine`` (every process calls it), the optimizer from this process's shard in ``zero/``."""
+    """Restore everything ``save_checkpoint`` wrote (strict about parameter names); with ``shards`` (every
+    process calls it), the optimizer from this process's shard."""
     folder = Path(folder)
     fix = _fix(folder)
     if not (folder / "state.json").exists():
@@ -213,13 +230,24 @@ def load_checkpoint(
         )
     except (KeyError, TypeError, ValueError):
         raise AnimlcmError(f"{folder / 'state.json'}: no step/data_position numbers; {fix}") from None
+    written = next((name for name in _SHARDINGS if name and (folder / name).is_dir()), None)
+    wanted = shards.name if shards is not None else None
+    if written != wanted:
+        recipe = _SHARDINGS[written][1]
+        launch = f"accelerate launch --config_file {recipe} --num_processes {saved.processes}"
+        raise ProcessCountError(
+            f"{folder}: its optimizer state was written {_SHARDINGS[written][0]}, this run keeps it "
+            f"{_SHARDINGS[wanted][0]}; resume with "
+            + (launch if recipe else "one process or DDP (configs/accelerate/ddp.yaml)")
+        )
     if processes is not None and saved.processes != processes:
-        # ZeRO's optimizer state is one shard per process: another count cannot load it
+        # a sharded optimizer state is one shard per process: another count cannot load it
         raise ProcessCountError(
             f"{folder}: written by {saved.processes} process(es), resumed with {processes}; resume with "
-            f"`accelerate launch --num_processes {saved.processes}` (DeepSpeed keeps an optimizer shard each)"
+            f"`accelerate launch --num_processes {saved.processes}` (the optimizer state is one shard per "
+            "process)"
         )
-    opt_state = load_torch_state(folder / "optimizer.pt", fix) if engine is None else None
+    opt_state = load_torch_state(folder / "optimizer.pt", fix) if shards is None else None
     rng = load_torch_state(folder / "rng.pt", fix)
     scaler_state = load_torch_state(folder / SCALER_FILE, fix) if (folder / SCALER_FILE).exists() else None
     student_path, target_path = folder / "student.safetensors", folder / "target.safetensors"
@@ -228,8 +256,8 @@ def load_checkpoint(
     _load_into(student, student_path, student_t)
     if target is not None and target_t is not None:
         _load_into(target, target_path, target_t)
-    if engine is not None:  # weights and optimizer shards, read and restored by the engine
-        zero.load(engine, folder, fix)
+    if shards is not None:  # this process's optimizer shard (and, for DeepSpeed, the engine's weights)
+        shards.load(folder, fix)
     else:
         try:
             optimizer.load_state_dict(opt_state)

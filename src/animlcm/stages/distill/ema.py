@@ -39,10 +39,13 @@ def ema_names(student: nn.Module, extra: Iterable[str] = ()) -> list[str]:
 @torch.no_grad()
 def update_ema(target: nn.Module, student: nn.Module, names: list[str], decay: float) -> None:
     """theta^- <- mu theta^- + (1 - mu) theta, for the named parameters (in fp32 where the target is)."""
+    from animlcm.stages.distill.fsdp import local
+
     t_params = dict(target.named_parameters())
     s_params = dict(student.named_parameters())
-    tgt = [t_params[n] for n in names]
-    src = [s_params[n].detach().to(t_params[n].dtype) for n in names]
+    # shard by shard where FSDP shards both networks (alike, so the shards line up)
+    tgt = [local(t_params[n]) for n in names]
+    src = [local(s_params[n].detach()).to(t_params[n].dtype) for n in names]
     if tgt:
         torch._foreach_lerp_(tgt, src, 1.0 - decay)
 

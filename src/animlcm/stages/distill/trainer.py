@@ -29,7 +29,7 @@ from torch import nn
 
 from animlcm.config import save_config, to_plain
 from animlcm.errors import AnimlcmError
-from animlcm.stages.distill import zero
+from animlcm.stages.distill import fsdp, zero
 from animlcm.stages.distill.checkpoint import (
     ProcessCountError,
     TrainState,
@@ -57,6 +57,7 @@ class TrainJob:
     target_names: list[str] = field(default_factory=list)
     after_step: Callable[[nn.Module], None] | None = None  # called with the unwrapped student
     accelerator: Any = None  # made by ``make_accelerator`` before the models are built
+    teacher: Any = None  # the frozen teacher the step reads (sharded with the student under FSDP)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class TrainResult:
 
 def make_accelerator(cfg: Any):
     """The accelerate ``Accelerator`` (CPU when there is no CUDA; multi-GPU when launched so; DeepSpeed ZeRO
-    configured from the run's settings when launched with a DeepSpeed config)."""
+    configured from the run's settings when launched with a DeepSpeed config; an FSDP config checked, the
+    sharding itself being ``fsdp.shard``'s)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -85,6 +87,7 @@ def make_accelerator(cfg: Any):
     )
     check_distributed_type(accelerator)  # (here: refused before any model loads)
     zero.configure(accelerator, cfg)
+    fsdp.check(accelerator, cfg)
     return accelerator
 
 
@@ -275,15 +278,14 @@ def may_leave_unused(net: nn.Module) -> bool:
 
 
 def check_distributed_type(accelerator: Any) -> None:
-    """DDP, DeepSpeed ZeRO-1/2 (``zero.configure`` refuses ZeRO-3) or one process. FSDP shards the weights,
-    which the EMA update, a shared base's teacher view and the result read whole: refused in one line, not run
-    wrongly."""
+    """DDP, DeepSpeed ZeRO-1/2 (``zero.configure`` refuses ZeRO-3), FSDP (``fsdp``) or one process.
+    Megatron-LM's tensor parallelism splits layers the network code does not know how to split: refused in one
+    line, not run wrongly."""
     kind = str(getattr(accelerator, "distributed_type", "NO")).split(".")[-1]
-    if kind in ("FSDP", "MEGATRON_LM"):
+    if kind == "MEGATRON_LM":
         raise AnimlcmError(
-            f"accelerate {kind}: not supported yet (it shards the weights, which the EMA target and the "
-            f"teacher read whole); shard optimizer states and gradients with DeepSpeed ZeRO-2 instead: "
-            f"accelerate launch --config_file {zero.RECIPE}"
+            f"accelerate {kind}: not supported (it splits layers across processes); shard the weights with "
+            f"FSDP instead: accelerate launch --config_file {fsdp.RECIPE}"
         )
 
 
@@ -294,19 +296,29 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
     train_names = [n for n, p in unwrapped.named_parameters() if p.requires_grad]
     if not train_names:
         raise AnimlcmError(f"{job.out}: nothing to train (no parameter requires grad); check train_modules")
+    sharded = fsdp.requested()
+    if sharded:  # student, EMA target and teacher sharded alike, in place (before the optimizer sees them)
+        fsdp.shard([job.student, job.target, job.teacher], accelerator.device)
     params = [p for p in unwrapped.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     if accelerator.ddp_handler is not None:  # read by prepare(): DDP searches the graph only where needed
         accelerator.ddp_handler.find_unused_parameters = may_leave_unused(unwrapped)
-    model, optimizer = accelerator.prepare(unwrapped, optimizer)
-    engine = zero.engine_of(model)  # DeepSpeed: optimizer shards are checkpointed by every process
+    if sharded:  # the sharded network is the prepared model (accelerate's FSDP would wrap it again)
+        model, engine = unwrapped, None
+        shards = fsdp.OptimizerShards(optimizer, accelerator.process_index, accelerator.num_processes)
+    else:
+        model, optimizer = accelerator.prepare(unwrapped, optimizer)
+        engine = zero.engine_of(model)  # DeepSpeed: optimizer shards are checkpointed by every process
+        shards = zero.EngineShards(engine) if engine is not None else None
 
     # 1. resume: weights, EMA target, optimizer, RNG and data position from the newest checkpoint
     state = TrainState(step=0, data_position=0, processes=accelerator.num_processes)
     if cfg.resume:
-        state = resume_state(job, unwrapped, train_names, optimizer, accelerator, engine)
+        state = resume_state(job, unwrapped, train_names, optimizer, accelerator, shards)
     main = accelerator.is_main_process
     if state.step >= cfg.max_steps:
+        if sharded:
+            fsdp.gather_whole(unwrapped, keep=main)
         result = job.finish(unwrapped, state.step) if main else job.out
         accelerator.wait_for_everyone()
         return TrainResult(job.out, result, state.step, {}, 0.0, main)
@@ -345,10 +357,11 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
                     # the terms first, so the guard names the term that went bad, not just the total
                     values = check_finite({**parts, "loss": loss}, step + 1, job.out)
                     accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.grad_clip > 0:
-                        accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    if accelerator.sync_gradients:  # (the last micro-batch; a prepared optimizer checks too)
+                        if cfg.grad_clip > 0:
+                            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
             # 3. the EMA target follows the student after every optimizer step
@@ -392,13 +405,15 @@ def _train(job: TrainJob, cfg: Any, *, description: str) -> TrainResult:
                     keep=cfg.keep_checkpoints,
                     extra={"seed": cfg.seed},
                     scaler=accelerator.scaler,
-                    engine=engine,
+                    shards=shards,
                     main=accelerator.is_main_process,
                     barrier=accelerator.wait_for_everyone,
                 )
             if out_of_time:
                 break
     accelerator.wait_for_everyone()
+    if sharded:  # the result folder is written from whole weights (collective; the main process keeps them)
+        fsdp.gather_whole(unwrapped, keep=main)
     result = job.finish(unwrapped, state.step) if main else job.out
     accelerator.wait_for_everyone()
     seconds = (time.perf_counter() - started) / max(state.step - first_step, 1)
@@ -425,14 +440,14 @@ def _all_processes(flag: bool, accelerator: Any) -> bool:
 
 def resume_state(
     job: TrainJob, student: nn.Module, train_names: list[str], optimizer: Any, accelerator: Any,
-    engine: Any = None,
+    shards: Any = None,
 ) -> TrainState:  # fmt: skip
     """Load the newest intact checkpoint of ``job.out`` into the student, target and optimizer.
 
     A checkpoint that does not read (a cut file, a full disk) is reported in one line and the one before it
     is tried; a run stopped before its first checkpoint starts from step 0, as the straight run did. A run
     resumed with another process count continues the global sample stream where it stopped (no sample read
-    twice or skipped); under DeepSpeed, whose optimizer shards are per process, it is refused."""
+    twice or skipped); with an optimizer sharded per process (ZeRO, FSDP), it is refused."""
     found = list_checkpoints(job.out)
     say = (lambda m: print(m, flush=True)) if accelerator.is_main_process else (lambda m: None)
     now = accelerator.num_processes
@@ -445,8 +460,8 @@ def resume_state(
         try:
             state = load_checkpoint(
                 ckpt, student=student, train_names=train_names, optimizer=inner, target=job.target,
-                target_names=job.target_names, scaler=accelerator.scaler, engine=engine,
-                processes=now if engine is not None else None,
+                target_names=job.target_names, scaler=accelerator.scaler, shards=shards,
+                processes=now if shards is not None else None,
             )  # fmt: skip
             error = None
         except ProcessCountError:
@@ -734,9 +749,11 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)  # model heads built below start the same in a straight and a resumed run
 
-    # 1-2. teacher, student and EMA target, built on the host and moved to the device once final
-    nets = build_networks(cfg, accelerator.device)
+    # 1-2. teacher, student and EMA target, built on the host and moved to the device once final (under FSDP
+    #      the loop moves them, shard by shard, as it shards them)
+    nets = build_networks(cfg, torch.device("cpu") if fsdp.requested() else accelerator.device)
     student, target, teacher, vae, names = nets.student, nets.target, nets.teacher, nets.vae, nets.names
+    vae = vae.to(accelerator.device) if vae is not None else None
     init_meta, lora_base = nets.init_meta, nets.lora_base
 
     # 3. data: clips (temporal) or single frames (spatial), with the references the losses need, and face
@@ -776,7 +793,7 @@ def run(cfg: Any, *, progress: bool | None = None) -> TrainResult:
     job = TrainJob(
         out=out, student=student, step_fn=step_fn, dataset=dataset, finish=finish, target=target,
         target_names=names, after_step=lambda s: update_ema(target, s, names, cfg.ema),
-        accelerator=accelerator,
+        accelerator=accelerator, teacher=teacher,
     )  # fmt: skip
     return train(job, cfg, description=f"distill {cfg.method}/{cfg.stage}")
 

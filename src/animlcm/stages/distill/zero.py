@@ -91,13 +91,25 @@ def autocast(accelerator: Any, engine: Any, mixed_precision: str) -> contextlib.
     return contextlib.nullcontext()
 
 
-def save(engine: Any, folder: Path) -> None:
-    """Every process writes its optimizer shard (and the trained weights) into ``folder/zero``; collective."""
-    engine.save_checkpoint(str(folder), tag=ZERO_DIR, save_latest=False, exclude_frozen_parameters=True)
+class EngineShards:
+    """Every process's optimizer shard (and the trained weights), written and read by the engine in
+    ``folder/zero`` (the ``shards`` of ``save_checkpoint``/``load_checkpoint``)."""
+
+    name = ZERO_DIR
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def save(self, folder: Path) -> None:
+        engine = self.engine
+        engine.save_checkpoint(str(folder), tag=ZERO_DIR, save_latest=False, exclude_frozen_parameters=True)
+
+    def load(self, folder: Path, fix: str) -> None:
+        """Restore the engine's weights and optimizer shards; one line if they don't read."""
+        _load(self.engine, folder, fix)
 
 
-def load(engine: Any, folder: Path, fix: str) -> None:
-    """Restore the engine's weights and optimizer shards from ``folder/zero``; one line if they don't read."""
+def _load(engine: Any, folder: Path, fix: str) -> None:
     where = Path(folder) / ZERO_DIR
     rank = engine.global_rank
     # DeepSpeed itself falls back to fresh optimizer states when its shard is missing: checked here instead
