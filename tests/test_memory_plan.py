@@ -251,6 +251,29 @@ def test_a_zero2_plan_shares_gradients_and_optimizer_states_and_adds_the_buckets
     assert buckets["reduce_bucket_size"] == buckets["allgather_bucket_size"] == zero.BUCKET_ELEMENTS
 
 
+def test_an_fsdp_plan_shards_every_network_and_adds_what_is_gathered_at_once():
+    """One process of an FSDP run over N holds 1/N of every network (the target and teacher whole networks
+    of their own, fp32), of the gradients and of the AdamW moments, plus the gathered weights: the reference
+    UNet whole where gradients reach it (a face projector trains), otherwise a few layers."""
+    from animlcm.models.presets import empty_network, network_config
+
+    for method in ("lcm", "dancelcm"):
+        cfg = DistillConfig(method=method, preset="tiny", batch_size=1, stage="spatial")
+        whole, sharded = plan_distill(cfg), plan_distill(cfg, fsdp_processes=4)
+        for row in ("gradients", "optimizer states", "student unet", "student reference_unet"):
+            assert _row(sharded, row) == _row(whole, row) // 4
+        students = sum(b for what, b, _ in whole.rows if what.startswith("student "))
+        assert abs(_row(sharded, "EMA target") - students // 4) <= 8  # (each part rounded down alone)
+        assert _row(sharded, "activations") == _row(whole, "activations")
+        reference = sum(
+            p.numel() * 4 for p in empty_network(network_config("tiny")).reference_unet.parameters()
+        )
+        gathered = _row(sharded, "gathered weights")
+        assert (gathered > reference) == (method == "dancelcm"), (method, gathered, reference)
+        assert gathered < students
+        assert sharded.total < whole.total
+
+
 def test_the_plan_counts_only_the_copies_target_and_teacher_own():
     """AnimateLCM's temporal stage (motion modules trained): the planned target and teacher rows are the
     bytes of the tensors a real tiny build gives them of their own, the rest being the student's."""

@@ -232,8 +232,9 @@ def test_fsdp_settings_it_does_not_run_are_refused_in_one_line(monkeypatch):
 
 
 def test_fsdp_units_cover_every_layer_both_unets_call_and_keep_the_reference_net_whole():
-    """Every layer the motion UNet and its spatial view call is a unit (gathered for its own forward); the
-    reference UNet is one unit, with none inside it (its features leave it from inside its layers)."""
+    """Every layer the motion UNet and its spatial view call is a unit (gathered for its own forward); where
+    gradients reach the reference UNet, it is one unit with none inside it (its features leave it from inside
+    its layers)."""
     from animlcm.models.io import load_model_folder
     from animlcm.stages.distill.fsdp import layer_units
 
@@ -250,6 +251,10 @@ def test_fsdp_units_cover_every_layer_both_unets_call_and_keep_the_reference_net
     assert all(id(layer) in ids for block in view.down_blocks for layer in block.resnets)
     clip_layers = net.image_encoder.vision_model.encoder.layers
     assert all(id(layer) in ids for layer in clip_layers)
+    # where no gradient reaches the reference UNet (frozen, and nothing feeding it trains): its layers instead
+    split = {id(u) for u in layer_units(net, whole_reference=False)}
+    assert id(net.reference_unet) not in split
+    assert all(id(layer) in split for block in net.reference_unet.down_blocks for layer in block.resnets)
 
 
 def _animlcm(*args: str, config: Path | None = None, processes: int = 2, fails: bool = False) -> str:

@@ -53,6 +53,14 @@ ZeroProcessesOpt = Annotated[
         "(configs/accelerate/zero2.yaml).",
     ),
 ]  # fmt: skip
+FsdpProcessesOpt = Annotated[
+    OptInt,
+    typer.Option(
+        "--fsdp-processes", min=1,
+        help="With --dry-run: plan one process of an FSDP run over N processes "
+        "(configs/accelerate/fsdp.yaml).",
+    ),
+]  # fmt: skip
 GpuMemoryOpt = Annotated[
     OptFloat, typer.Option("--gpu-memory", help="With --dry-run: say whether the plan fits N GB.")
 ]

@@ -16,6 +16,7 @@ from animlcm.cli.common import (
     ConfigOpt,
     DryRunOpt,
     FramesOpt,
+    FsdpProcessesOpt,
     GpuMemoryOpt,
     GradAccumOpt,
     MaxMinutesOpt,
@@ -221,6 +222,7 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRunOpt = False,
         gpu_memory: GpuMemoryOpt = None,
         zero_processes: ZeroProcessesOpt = None,
+        fsdp_processes: FsdpProcessesOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -254,7 +256,9 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from animlcm.stages.distill.memory import plan_distill, print_plan
 
-            print_plan(plan_distill(cfg, zero_processes), gpu_memory)
+            if zero_processes and fsdp_processes:
+                raise AnimlcmError("--zero-processes and --fsdp-processes: plan one sharding at a time")
+            print_plan(plan_distill(cfg, zero_processes, fsdp_processes), gpu_memory)
             return
         result = run(cfg)
         loop_summary(

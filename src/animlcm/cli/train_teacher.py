@@ -14,6 +14,7 @@ from animlcm.cli.common import (
     ConfigOpt,
     DryRunOpt,
     FramesOpt,
+    FsdpProcessesOpt,
     GpuMemoryOpt,
     GradAccumOpt,
     MaxMinutesOpt,
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRunOpt = False,
         gpu_memory: GpuMemoryOpt = None,
         zero_processes: ZeroProcessesOpt = None,
+        fsdp_processes: FsdpProcessesOpt = None,
         preset: PresetOpt = "tiny",
         config: ConfigOpt = None,
     ) -> None:
@@ -90,7 +92,11 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from animlcm.stages.distill.memory import plan_teacher, print_plan
 
-            print_plan(plan_teacher(cfg, zero_processes), gpu_memory)
+            if zero_processes and fsdp_processes:
+                from animlcm.errors import AnimlcmError
+
+                raise AnimlcmError("--zero-processes and --fsdp-processes: plan one sharding at a time")
+            print_plan(plan_teacher(cfg, zero_processes, fsdp_processes), gpu_memory)
             return
         result = run(cfg)
         loop_summary(f"train-teacher / {cfg.stage}", result, {"run": str(result.out)})

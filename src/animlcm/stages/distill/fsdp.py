@@ -16,10 +16,11 @@ What reads or writes whole weights goes through this module:
 - the result folder is written from weights gathered whole into the main process at the end.
 
 Sharding units (what is gathered at once): every layer held in a ``ModuleList`` (ResNet, attention and motion
-blocks, samplers, CLIP layers: the modules both the motion UNet and its spatial view call) and, as one unit,
-the reference UNet, whose features leave it from inside its layers rather than as its output (a unit gathers
-its weights again for the backward only when gradients reach its output). The rest of the network is the root
-unit.
+blocks, samplers, CLIP layers: the modules both the motion UNet and its spatial view call); the rest of the
+network is the root unit. Where gradients reach the reference UNet (it trains, or the CLIP encoder or a face
+projector does), it is one unit instead, kept gathered from its forward to the backward: its features leave
+it from inside its layers rather than as its output, and a unit gathers its weights again for the backward
+only when gradients reach its output.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if is_sharded(t) else t
 
 
-def layer_units(net: nn.Module) -> list[nn.Module]:
+def layer_units(net: nn.Module, whole_reference: bool = True) -> list[nn.Module]:
     """The modules sharded as units of their own, in ``net.modules()`` order (outer before inner): every layer
-    held in a ``ModuleList`` outside the reference UNet, and the reference UNet as one unit."""
-    reference = getattr(net, "reference_unet", None)
+    held in a ``ModuleList``; with ``whole_reference``, none inside the reference UNet, which is then one unit
+    (the last)."""
+    reference = getattr(net, "reference_unet", None) if whole_reference else None
     inside = {id(m) for m in reference.modules()} if reference is not None else set()
     units = [
         child
@@ -100,6 +102,35 @@ def layer_units(net: nn.Module) -> list[nn.Module]:
         if not isinstance(child, nn.ModuleList) and next(child.parameters(), None) is not None
     ]
     return units + ([reference] if reference is not None else [])
+
+
+def gathered_bytes(net: nn.Module, bytes_per: int = 4) -> int:
+    """The most weight bytes one process holds gathered at once while ``net`` trains under FSDP (weights
+    stored at ``bytes_per``): the root unit, the reference UNet where gradients reach it (kept gathered from
+    its forward to the backward), and two layer units (the one running and the next, prefetched)."""
+    owner: dict[int, int] = {}  # parameter -> the innermost unit holding it (units come outer first)
+    whole_reference = reference_takes_gradients(net)
+    units = layer_units(net, whole_reference)
+    for index, unit in enumerate(units):
+        for p in unit.parameters():
+            owner[id(p)] = index
+    sizes = [0] * len(units)
+    root = 0
+    for p in {id(p): p for p in net.parameters()}.values():
+        if id(p) in owner:
+            sizes[owner[id(p)]] += p.numel() * bytes_per
+        else:
+            root += p.numel() * bytes_per
+    kept = sizes.pop() if whole_reference else 0  # (the reference UNet is the last unit)
+    layers = sorted(sizes, reverse=True)[:2]
+    return root + kept + sum(layers)
+
+
+def reference_takes_gradients(net: nn.Module) -> bool:
+    """Does the backward run through ``net``'s reference UNet? Where it trains, or what feeds it tokens does
+    (the CLIP encoder, a face projector)."""
+    parts = [getattr(net, name, None) for name in ("reference_unet", "image_encoder", "face_projector")]
+    return any(p.requires_grad for m in parts if m is not None for p in m.parameters())
 
 
 def _own_parameters(net: nn.Module) -> None:
@@ -117,8 +148,8 @@ def _own_parameters(net: nn.Module) -> None:
 def shard(networks: Iterable[Any], device: torch.device, reshard: bool | None = None) -> None:
     """``fully_shard`` every distinct ``nn.Module`` among ``networks`` over all processes, in place (a view
     such as a shared base's ``AdapterView`` is covered by its network). Each is sharded the same way, unit by
-    unit, so elementwise updates between networks line up shard by shard. The reference UNet of a network that
-    trains stays gathered from its forward to the end of the backward (its features feed the denoiser)."""
+    unit, so elementwise updates between networks line up shard by shard. Where gradients reach the reference
+    UNet, it stays gathered from its forward to the end of the backward (``reference_takes_gradients``)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
@@ -131,10 +162,11 @@ def shard(networks: Iterable[Any], device: torch.device, reshard: bool | None = 
             continue
         done.add(id(net))
         _own_parameters(net)
-        trains = any(p.requires_grad for p in net.parameters())
+        # gradients reach the reference UNet through its features, not its output: one unit, kept gathered
+        whole_reference = reference_takes_gradients(net)
         reference = getattr(net, "reference_unet", None)
-        for unit in reversed(layer_units(net)):  # inner units first
-            keep = unit is reference and trains  # (gradients reach it through its features, not its output)
+        for unit in reversed(layer_units(net, whole_reference)):  # inner units first
+            keep = unit is reference and whole_reference
             fully_shard(unit, mesh=mesh, reshard_after_forward=reshard and not keep)
         fully_shard(net, mesh=mesh, reshard_after_forward=reshard)
         for method in ENTRY_METHODS:

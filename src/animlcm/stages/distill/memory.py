@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 GB = 1024**3
+_GATHERED = "fp32: the root unit, two layers, and the reference UNet where gradients reach it"
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,17 @@ def saved_activation_bytes(
     return sum(storages.values())
 
 
-def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
+def plan_distill(
+    cfg: Any, zero_processes: int | None = None, fsdp_processes: int | None = None
+) -> MemoryPlan:
     """The memory plan of the distillation run ``cfg`` (a resolved ``DistillConfig``) on one GPU process.
 
     The teacher's architecture comes from its folder's ``animlcm.json`` (no weights read) or, without
     ``--teacher``, from the preset. Counted as the run holds them on a GPU: the student and target in fp32
     (mixed precision keeps fp32 master weights), the teacher in bf16/fp16 under mixed precision, AdamW's two
     fp32 moments per trained parameter (two bytes with ``--adam-8bit``), gradients in fp32.
-    ``zero_processes``: one process of a DeepSpeed ZeRO-2 run over that many (``_training_rows``)."""
+    ``zero_processes``: one process of a DeepSpeed ZeRO-2 run over that many (``_training_rows``).
+    ``fsdp_processes``: one process of an FSDP run over that many (``_fsdp_weight_rows``)."""
     from accelerate import init_empty_weights
 
     from animlcm.config import SIZES
@@ -133,7 +137,9 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     student_params = _unique_params(student)
     trained = [p for p in student_params.values() if p.requires_grad]
     rows = _weight_rows(student, "student")
-    if shared_base:  # an EMA adapter on the student's own base (``shared_base.py``), the size of its LoRA
+    if fsdp_processes:
+        rows = _fsdp_weight_rows(student, teacher, cfg, shared_base, fsdp_processes)
+    elif shared_base:  # an EMA adapter on the student's own base (``shared_base.py``), the size of its LoRA
         rows.append(("EMA target (an adapter)", _nbytes(trained, 4), "fp32; the student's base, shared"))
         if not cfg.teacher_free:
             rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
@@ -153,7 +159,7 @@ def plan_distill(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     if needs_faces(student, None if cfg.teacher_free else teacher):
         rows.append(("VAE (face crops)", _vae_bytes(cfg.teacher), "fp32 weights"))
     refs = 1 + bool(cfg.needs_second_reference) + bool(cfg.needs_other_reference)
-    rows += _training_rows(student, trained, cfg, refs, zero_processes)
+    rows += _training_rows(student, trained, cfg, refs, zero_processes, fsdp_processes)
     size = SIZES[cfg.preset]
     frames = cfg.frames_per_sample
     setting = (
@@ -176,20 +182,48 @@ def _weight_rows(net: nn.Module, who: str) -> list[tuple[str, int, str]]:
     ]
 
 
-def _training_rows(
-    net: nn.Module, trained: list[nn.Parameter], cfg: Any, refs: int, zero_processes: int | None = None
+def _fsdp_weight_rows(
+    student: nn.Module, teacher: nn.Module, cfg: Any, shared_base: bool, processes: int
 ) -> list[tuple[str, int, str]]:
+    """Weights under FSDP over ``processes``: every network sharded on its own, in fp32 (``fsdp.shard``: the
+    target and teacher no longer share the student's frozen tensors, and the teacher is not cast), 1/N of each
+    per process, plus what is gathered at once (``fsdp.gathered_bytes``)."""
+    from animlcm.stages.distill.fsdp import gathered_bytes
+
+    of = f"fp32; FSDP: 1/{processes} of it"
+    rows = [(what, nbytes // processes, of) for what, nbytes, _ in _weight_rows(student, "student")]
+    whole = _nbytes(_unique_params(student), 4)
+    if shared_base:  # one network: the EMA adapter is in the student's rows, the teacher is a view
+        rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
+    else:
+        rows.append(("EMA target", whole // processes, f"a whole network, {of}"))
+        if not cfg.teacher_free:
+            teacher_bytes = _nbytes(_unique_params(teacher), 4)
+            rows.append(("teacher", teacher_bytes // processes, f"a whole network, {of}"))
+    rows.append(("gathered weights", gathered_bytes(student),
+                 _GATHERED))  # fmt: skip
+    return rows
+
+
+def _training_rows(
+    net: nn.Module, trained: list[nn.Parameter], cfg: Any, refs: int, zero_processes: int | None = None,
+    fsdp_processes: int | None = None,
+) -> list[tuple[str, int, str]]:  # fmt: skip
     """Gradients, optimizer states and the activations of ``net``'s forward, as a training run holds them.
 
     Under DeepSpeed ZeRO-2 over ``zero_processes`` processes each holds its share of the gradients and
     optimizer states, plus the engine's reduce and all-gather buckets (``zero.BUCKET_ELEMENTS`` fp32 values
-    each, or the trained size where smaller)."""
+    each, or the trained size where smaller); under FSDP over ``fsdp_processes`` its share of both."""
     from animlcm.config import SIZES
     from animlcm.stages.distill.zero import BUCKET_ELEMENTS
 
     half = cfg.mixed_precision in ("bf16", "fp16")
     count = sum(p.numel() for p in trained)
-    share, of = (zero_processes, f"; ZeRO-2: 1/{zero_processes} of it") if zero_processes else (1, "")
+    share, of = (1, "")
+    if zero_processes:
+        share, of = zero_processes, f"; ZeRO-2: 1/{zero_processes} of it"
+    elif fsdp_processes:
+        share, of = fsdp_processes, f"; FSDP: 1/{fsdp_processes} of it"
     rows = [("gradients", _nbytes(trained, 4) // share, f"fp32, {count:,} trained{of}")]
     rows.append(("optimizer states", _nbytes(trained, 2 if cfg.adam_8bit else 8) // share,
                  f"{'8-bit AdamW' if cfg.adam_8bit else 'AdamW: 2 fp32 moments'}{of}"))  # fmt: skip
@@ -209,7 +243,9 @@ def _training_rows(
     return rows
 
 
-def plan_teacher(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
+def plan_teacher(
+    cfg: Any, zero_processes: int | None = None, fsdp_processes: int | None = None
+) -> MemoryPlan:
     """The memory plan of the teacher-training run ``cfg`` (a ``TeacherTrainConfig``) on one GPU process:
     the network in fp32 (the parts its stage trains: ``teacher_trainable``), the VAE, gradients, optimizer
     states and activations, counted as for distillation."""
@@ -239,8 +275,15 @@ def plan_teacher(cfg: Any, zero_processes: int | None = None) -> MemoryPlan:
     net.train()
     trained = [p for p in _unique_params(net).values() if p.requires_grad]
     rows = _weight_rows(net, "teacher")
+    if fsdp_processes:
+        from animlcm.stages.distill.fsdp import gathered_bytes
+
+        of = f"fp32; FSDP: 1/{fsdp_processes} of it"
+        rows = [(what, nbytes // fsdp_processes, of) for what, nbytes, _ in rows]
+        rows.append(("gathered weights", gathered_bytes(net),
+                     _GATHERED))  # fmt: skip
     rows.append(("VAE", _vae_bytes(cfg.init), "fp32 weights"))
-    rows += _training_rows(net, trained, cfg, 1, zero_processes)
+    rows += _training_rows(net, trained, cfg, 1, zero_processes, fsdp_processes)
     size = SIZES[cfg.preset]
     setting = (
         f"train-teacher / {cfg.stage} at {cfg.preset} ({size.height}x{size.width}, {cfg.frames_per_sample} "
