@@ -369,6 +369,15 @@ def test_fsdp_trains_as_ddp_and_resumes_bit_exactly(tmp_path, tiny_inputs):
     for name in sharded:
         assert all(torch.equal(resumed[name][k], sharded[name][k]) for k in sharded[name])
 
+    # one process's shard of the newest checkpoint cut short: every process falls back to step 2's together
+    shard = stopped / "checkpoints" / "step-0000003" / "fsdp" / "optimizer-00001-of-00002.pt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    again = _animlcm(*args, "--out", str(stopped), *_common(tiny_inputs, 3), "--resume", config=FSDP_CONFIG)
+    assert "optimizer-00001-of-00002.pt" in again and "trying the checkpoint before it" in again
+    resumed = _checkpoint_tensors(stopped, 3)
+    for name in sharded:
+        assert all(torch.equal(resumed[name][k], sharded[name][k]) for k in sharded[name])
+
     said = _animlcm(*args, "--out", str(stopped), *_common(tiny_inputs, 4), "--resume", fails=True)
     line = [x for x in said.splitlines() if "error" in x.lower()][-1]
     assert "written as FSDP shards" in line and "configs/accelerate/fsdp.yaml --num_processes 2" in line

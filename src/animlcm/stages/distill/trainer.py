@@ -435,7 +435,8 @@ def _all_processes(flag: bool, accelerator: Any) -> bool:
     if accelerator.num_processes == 1:
         return flag
     value = torch.tensor(float(flag), device=accelerator.device)
-    return bool(accelerator.reduce(value, reduction="min").item() > 0)
+    # (accelerate's reduce knows sum, mean and max; any other reduction silently sums)
+    return bool(accelerator.reduce(value, reduction="sum").item() == accelerator.num_processes)
 
 
 def resume_state(
@@ -479,7 +480,9 @@ def resume_state(
             )
             return TrainState(step=state.step, data_position=0, processes=now, data_offset=state.consumed())
         reasons.append(str(error) if error is not None else f"{ckpt}: does not read on another process")
-        say(f"{reasons[-1]}; trying the checkpoint before it" if ckpt != found[0] else reasons[-1])
+        line = f"{reasons[-1]}; trying the checkpoint before it" if ckpt != found[0] else reasons[-1]
+        if error is not None or accelerator.is_main_process:  # (a process's own shard: it says so itself)
+            print(line, flush=True)
     older = f"; none of the {len(found) - 1} checkpoint(s) before it reads either" if len(found) > 1 else ""
     raise AnimlcmError(reasons[0] + older)
 
