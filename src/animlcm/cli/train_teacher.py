@@ -92,10 +92,6 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from animlcm.stages.distill.memory import plan_teacher, print_plan
 
-            if zero_processes and fsdp_processes:
-                from animlcm.errors import AnimlcmError
-
-                raise AnimlcmError("--zero-processes and --fsdp-processes: plan one sharding at a time")
             print_plan(plan_teacher(cfg, zero_processes, fsdp_processes), gpu_memory)
             return
         result = run(cfg)

@@ -145,7 +145,7 @@ def _own_parameters(net: nn.Module) -> None:
         replace_parameter(net, name, new)
 
 
-def shard(networks: Iterable[Any], device: torch.device, reshard: bool | None = None) -> None:
+def shard(networks: Iterable[Any], device: torch.device) -> None:
     """``fully_shard`` every distinct ``nn.Module`` among ``networks`` over all processes, in place (a view
     such as a shared base's ``AdapterView`` is covered by its network). Each is sharded the same way, unit by
     unit, so elementwise updates between networks line up shard by shard. Where gradients reach the reference
@@ -154,7 +154,7 @@ def shard(networks: Iterable[Any], device: torch.device, reshard: bool | None = 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-    reshard = reshard_after_forward() if reshard is None else reshard
+    reshard = reshard_after_forward()
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     done: set[int] = set()
     for net in networks:

@@ -188,10 +188,8 @@ def _fsdp_weight_rows(
     """Weights under FSDP over ``processes``: every network sharded on its own, in fp32 (``fsdp.shard``: the
     target and teacher no longer share the student's frozen tensors, and the teacher is not cast), 1/N of each
     per process, plus what is gathered at once (``fsdp.gathered_bytes``)."""
-    from animlcm.stages.distill.fsdp import gathered_bytes
-
     of = f"fp32; FSDP: 1/{processes} of it"
-    rows = [(what, nbytes // processes, of) for what, nbytes, _ in _weight_rows(student, "student")]
+    rows = _fsdp_shares(_weight_rows(student, "student"), student, processes)
     whole = _nbytes(_unique_params(student), 4)
     if shared_base:  # one network: the EMA adapter is in the student's rows, the teacher is a view
         rows.append(("teacher", 0, "the student's base with the adapter off (--share-base)"))
@@ -200,9 +198,20 @@ def _fsdp_weight_rows(
         if not cfg.teacher_free:
             teacher_bytes = _nbytes(_unique_params(teacher), 4)
             rows.append(("teacher", teacher_bytes // processes, f"a whole network, {of}"))
-    rows.append(("gathered weights", gathered_bytes(student),
-                 _GATHERED))  # fmt: skip
     return rows
+
+
+def _fsdp_shares(
+    rows: list[tuple[str, int, str]], net: nn.Module, processes: int
+) -> list[tuple[str, int, str]]:
+    """``net``'s fp32 weight rows as one process of an FSDP run holds them: 1/N of each, plus the weights
+    gathered at once (``fsdp.gathered_bytes``)."""
+    from animlcm.stages.distill.fsdp import gathered_bytes
+
+    of = f"fp32; FSDP: 1/{processes} of it"
+    return [(what, nbytes // processes, of) for what, nbytes, _ in rows] + [
+        ("gathered weights", gathered_bytes(net), _GATHERED)
+    ]
 
 
 def _training_rows(
@@ -215,8 +224,11 @@ def _training_rows(
     optimizer states, plus the engine's reduce and all-gather buckets (``zero.BUCKET_ELEMENTS`` fp32 values
     each, or the trained size where smaller); under FSDP over ``fsdp_processes`` its share of both."""
     from animlcm.config import SIZES
+    from animlcm.errors import AnimlcmError
     from animlcm.stages.distill.zero import BUCKET_ELEMENTS
 
+    if zero_processes and fsdp_processes:
+        raise AnimlcmError("--zero-processes and --fsdp-processes: plan one sharding at a time")
     half = cfg.mixed_precision in ("bf16", "fp16")
     count = sum(p.numel() for p in trained)
     share, of = (1, "")
@@ -276,12 +288,7 @@ def plan_teacher(
     trained = [p for p in _unique_params(net).values() if p.requires_grad]
     rows = _weight_rows(net, "teacher")
     if fsdp_processes:
-        from animlcm.stages.distill.fsdp import gathered_bytes
-
-        of = f"fp32; FSDP: 1/{fsdp_processes} of it"
-        rows = [(what, nbytes // fsdp_processes, of) for what, nbytes, _ in rows]
-        rows.append(("gathered weights", gathered_bytes(net),
-                     _GATHERED))  # fmt: skip
+        rows = _fsdp_shares(rows, net, fsdp_processes)
     rows.append(("VAE", _vae_bytes(cfg.init), "fp32 weights"))
     rows += _training_rows(net, trained, cfg, 1, zero_processes, fsdp_processes)
     size = SIZES[cfg.preset]
